@@ -1,0 +1,1 @@
+"""The `dre` command line."""

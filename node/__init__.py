@@ -1,0 +1,1 @@
+"""The running node (network I/O lives only here). Arrives with the network issue."""

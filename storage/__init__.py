@@ -1,0 +1,1 @@
+"""Persistence: the LMDB block store, pins and garbage collection, CAR import/export."""
