@@ -140,8 +140,7 @@ def _materialize(store: BlockStore, cid: CID, dest: Path, advance: Any) -> int:
         if info.kind == "directory":
             target.mkdir(parents=True, exist_ok=True)
         elif info.kind == "symlink":
-            link_target = b"".join(exporter.read_file(store.get, info.cid)).decode("utf-8")
-            os.symlink(link_target, target)
+            os.symlink(exporter.read_symlink(store.get, info.cid), target)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as fh:

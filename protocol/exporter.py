@@ -28,6 +28,7 @@ __all__ = [
     "NodeInfo",
     "list_directory",
     "read_file",
+    "read_symlink",
     "resolve_path",
     "stat",
     "walk",
@@ -133,6 +134,17 @@ def _info(cid: CID, loaded: tuple[PBNode, UnixFSData] | bytes) -> NodeInfo:
 def stat(get: BlockGetter, cid: CID) -> NodeInfo:
     """Kind and size of the UnixFS node ``cid`` (reads one block)."""
     return _info(cid, _load(get, cid))
+
+
+def read_symlink(get: BlockGetter, cid: CID) -> str:
+    """The target of the UnixFS symlink ``cid``; ValidationError if it is something else."""
+    loaded = _load(get, cid)
+    if isinstance(loaded, bytes) or loaded[1].type is not DataType.SYMLINK:
+        raise ValidationError(f"{cid} is a {_info(cid, loaded).kind}, not a symlink")
+    try:
+        return (loaded[1].data or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise IntegrityError(f"block {cid}: symlink target is not UTF-8") from None
 
 
 def _shard_loader(get: BlockGetter) -> hamt.ShardLoader:

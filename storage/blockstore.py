@@ -128,11 +128,15 @@ class ImportSession:
         self._store.pin_add(cid, recursive=recursive, links_of=links_of)
 
 
+_SHA2_256_PREFIX = bytes([SHA2_256, 32])
+
+
 def check_cid(cid: object) -> CID:
     """``cid`` if it is a sha2-256 CID, else :class:`ValidationError`."""
     if not isinstance(cid, CID):
         raise ValidationError(f"expected a CID, got {type(cid).__name__}")
-    if cid.hashfun.code != SHA2_256:
+    # Checked on the digest bytes: multiformats' `cid.hashfun` re-parses the multihash each call.
+    if multihash_of(cid)[:2] != _SHA2_256_PREFIX:
         raise ValidationError(f"unsupported hash function {cid.hashfun.name} in CID {cid}")
     return cid
 

@@ -9,7 +9,9 @@ an import session so that a concurrent garbage collection never removes them bef
 from __future__ import annotations
 
 import os
+import queue
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ __all__ = ["ImportResult", "ScannedEntry", "import_path", "scan_path"]
 _READ_SIZE = 1 << 20
 #: Blocks are committed once this many bytes are pending (one LMDB write transaction per batch).
 _BATCH_BYTES = 16 << 20
+#: Batches handed to the writer thread but not yet committed.
+_MAX_PENDING_BATCHES = 2
 
 ProgressCallback = Callable[[int], None]
 
@@ -120,26 +124,60 @@ def scan_path(path: Path, *, hidden: bool = False) -> list[ScannedEntry]:
 
 
 class _BatchingSink:
-    """Collects emitted blocks and commits them to the store in large write transactions."""
+    """Collects emitted blocks and commits them in large write transactions on a writer thread.
+
+    Hashing (the importer, on this thread) and committing (LMDB copying pages and fsyncing, which
+    releases the GIL) overlap, so an import runs at the speed of the slower of the two rather
+    than of their sum. At most ``_MAX_PENDING_BATCHES`` batches wait, so memory stays bounded.
+    """
 
     def __init__(self, put_many: Callable[[list[Block]], object] | None) -> None:
         self._put_many = put_many
         self._pending: list[Block] = []
         self._pending_bytes = 0
+        self._queue: queue.Queue[list[Block] | None] = queue.Queue(_MAX_PENDING_BATCHES)
+        self._error: BaseException | None = None
+        self._writer: threading.Thread | None = None
+        if put_many is not None:
+            self._writer = threading.Thread(target=self._write_loop, name="dre-import-writer",
+                                            daemon=True)
+            self._writer.start()
+
+    def _write_loop(self) -> None:
+        assert self._put_many is not None
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._put_many(batch)
+                except BaseException as exc:  # handed to the importing thread, raised there
+                    self._error = exc
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def __call__(self, block: Block) -> None:
-        if self._put_many is None:
+        if self._writer is None:
             return
         self._pending.append(block)
         self._pending_bytes += len(block.data)
         if self._pending_bytes >= _BATCH_BYTES:
-            self.flush()
+            self._raise_writer_error()
+            self._queue.put(self._pending)
+            self._pending = []
+            self._pending_bytes = 0
 
-    def flush(self) -> None:
-        if self._put_many is not None and self._pending:
-            self._put_many(self._pending)
-        self._pending = []
-        self._pending_bytes = 0
+    def close(self) -> None:
+        """Commit what is pending and wait for the writer; re-raises a failed commit."""
+        if self._writer is None:
+            return
+        if self._pending:
+            self._queue.put(self._pending)
+            self._pending = []
+        self._queue.put(None)
+        self._writer.join()
+        self._writer = None
+        self._raise_writer_error()
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:
@@ -215,8 +253,10 @@ def import_path(
     else:
         with store.import_session():
             sink = _BatchingSink(lambda blocks: store.put_many(blocks, verify=False))
-            root, imported = _import_scanned(entries, profile, sink, progress)
-            sink.flush()
+            try:
+                root, imported = _import_scanned(entries, profile, sink, progress)
+            finally:
+                sink.close()
             if pin:
                 store.pin_add(root.cid, recursive=True, links_of=links_of)
     return ImportResult(name, root, entries[0].kind, imported, total)

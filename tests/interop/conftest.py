@@ -84,11 +84,13 @@ def _node_json(node_js: list[str], script: str, *args: str, ok_codes: tuple[int,
 
 @pytest.fixture(scope="session")
 def helia_import(node_js: list[str]) -> Callable[[Path, str], dict[str, Any]]:
-    """``helia_import(path, "v1"|"v0")`` → ``{"root": cid, "entries": {relpath: cid}}``."""
+    """``helia_import(path, "v1"|"v0"[, shard_threshold])`` → ``{"root": cid, "entries":
+    {relpath: cid}}`` (the threshold defaults to 262144; another one only to locate a boundary)."""
 
-    def run(path: Path, profile: str) -> dict[str, Any]:
+    def run(path: Path, profile: str, shard_threshold: int | None = None) -> dict[str, Any]:
         assert profile in ("v0", "v1"), profile
-        return _node_json(node_js, "import.mjs", str(Path(path).resolve()), profile)[1]
+        extra = [] if shard_threshold is None else [str(shard_threshold)]
+        return _node_json(node_js, "import.mjs", str(Path(path).resolve()), profile, *extra)[1]
 
     return run
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from dre.protocol.cid import DAG_PB, RAW, CID, cid_for
+from dre.protocol.cid import CID, DAG_PB, RAW, cid_for
 from dre.protocol.dagpb import (
     PBLink,
     PBNode,
@@ -20,6 +17,8 @@ from dre.protocol.dagpb import (
     varint_size,
 )
 from dre.protocol.errors import IntegrityError, ValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # ipld/codec-fixtures dag-pb fixtures, as quoted by the UnixFS spec (bytes and CIDv1).
 SPEC_FIXTURES = [
@@ -42,12 +41,18 @@ SPEC_FIXTURES = [
         "12160a090155000500010203041209736f6d65206e616d65",
         "bafybeifq4hcxma3kjljrpxtunnljtc6tvbkgsy3vldyfpfbx2lij76niyu",
     ),
-    ("120d0a090155000500010203041200", "bafybeie7fstnkm4yshfwnmpp7d3mlh4f4okmk7a54d6c3ffr755q7qzk44"),
+    (
+        "120d0a090155000500010203041200",
+        "bafybeie7fstnkm4yshfwnmpp7d3mlh4f4okmk7a54d6c3ffr755q7qzk44",
+    ),
     (
         "12140a0901550005000102030418ffffffffffffff0f",
         "bafybeiezymjvhwfuharanxmzxwuomzjjuzqjewjolr4phaiyp6l7qfwo64",
     ),
-    ("120d0a090155000500010203041800", "bafybeichjs5otecmbvwh5azdr4jc45mp2qcofh2fr54wjdxhz4znahod2i"),
+    (
+        "120d0a090155000500010203041800",
+        "bafybeichjs5otecmbvwh5azdr4jc45mp2qcofh2fr54wjdxhz4znahod2i",
+    ),
 ]
 
 
@@ -112,7 +117,13 @@ def test_varints() -> None:
         assert decode_varint(raw, 0, len(raw), "t") == (value, len(raw))
     with pytest.raises(ValidationError):
         encode_varint(2**64)
-    for bad in (b"\x80\x00", b"\xff\x80\x00", b"\x80", b"\xff" * 10 + b"\x01", b"\xff" * 9 + b"\x02"):
+    for bad in (
+        b"\x80\x00",
+        b"\xff\x80\x00",
+        b"\x80",
+        b"\xff" * 10 + b"\x01",
+        b"\xff" * 9 + b"\x02",
+    ):
         with pytest.raises(IntegrityError):
             decode_varint(bad, 0, len(bad), "t")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from dre.protocol import dagpb, exporter, hamt, unixfs
-from dre.protocol.cid import DAG_PB, RAW, Block, CID, cid_for
+from dre.protocol.cid import CID, DAG_PB, RAW, Block, cid_for
 from dre.protocol.errors import IntegrityError, ValidationError
 from dre.protocol.hamt import ShardEntry, build_shard, find_in_shard, hamt_hash, iter_shard
 from dre.protocol.importer import (
@@ -116,7 +115,9 @@ def test_collision_makes_subshard() -> None:
         i += 1
     blocks, emit = _store()
     cid = cid_for(b"x", RAW)
-    root, _ = build_shard([ShardEntry(n, cid, 1) for n in pair], fanout=256, cid_version=1, emit=emit)
+    root, _ = build_shard(
+        [ShardEntry(n, cid, 1) for n in pair], fanout=256, cid_version=1, emit=emit
+    )
     node = dagpb.decode(blocks[root])
     assert len(node.links) == 1 and node.links[0].name == f"{hamt_hash(pair[0].encode())[0]:02X}"
     sub = dagpb.decode(blocks[node.links[0].hash])
@@ -138,7 +139,9 @@ def test_reader_rejects_inconsistent_shards() -> None:
     bad_meta = [
         UnixFSData(DataType.HAMT_SHARD, data=meta.data, hash_type=0x23, fanout=256),
         UnixFSData(DataType.HAMT_SHARD, data=meta.data, hash_type=0x22, fanout=100),
-        UnixFSData(DataType.HAMT_SHARD, data=b"\x01" + (meta.data or b""), hash_type=0x22, fanout=256),
+        UnixFSData(
+            DataType.HAMT_SHARD, data=b"\x01" + (meta.data or b""), hash_type=0x22, fanout=256
+        ),
         UnixFSData(DataType.HAMT_SHARD, data=b"\x01" * 33, hash_type=0x22, fanout=256),
         UnixFSData(DataType.DIRECTORY),
     ]
@@ -176,7 +179,11 @@ def _is_shard(blocks: dict[CID, bytes], cid: CID) -> bool:
     return meta.type is DataType.HAMT_SHARD
 
 
-def _dir(profile: ImportProfile, names: list[str], extra: Callable[[DirectoryBuilder], None] | None = None) -> tuple[dict[CID, bytes], ImportedEntry]:
+def _dir(
+    profile: ImportProfile,
+    names: list[str],
+    extra: Callable[[DirectoryBuilder], None] | None = None,
+) -> tuple[dict[CID, bytes], ImportedEntry]:
     blocks, emit = _store()
     file_entry, file_blocks = import_bytes(b"x", profile)
     for b in file_blocks:
@@ -219,7 +226,9 @@ def test_kubo_threshold_is_greater_or_equal() -> None:
 
 
 def test_kubo_threshold_zero_disables_sharding() -> None:
-    profile = ImportProfile(cid_version=0, raw_leaves=False, shard_rule="kubo", shard_threshold_bytes=0)
+    profile = ImportProfile(
+        cid_version=0, raw_leaves=False, shard_rule="kubo", shard_threshold_bytes=0
+    )
     blocks, root = _dir(profile, ["a", "b"])
     assert not _is_shard(blocks, root.cid)
 

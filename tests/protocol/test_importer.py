@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dre.protocol import dagpb, unixfs
-from dre.protocol.cid import DAG_PB, RAW, Block, CID, cid_for, verify_block
+from dre.protocol.cid import CID, DAG_PB, RAW, Block, cid_for, verify_block
 from dre.protocol.errors import LocalProtocolError, ValidationError
 from dre.protocol.importer import (
     PROFILE_V0,
@@ -36,7 +35,9 @@ def generate(recipe: dict[str, Any]) -> bytes:
     return random.Random(recipe["random_seed"]).randbytes(recipe["size"])
 
 
-def build_vector(vector: dict[str, Any], profile: ImportProfile) -> tuple[ImportedEntry, list[Block]]:
+def build_vector(
+    vector: dict[str, Any], profile: ImportProfile
+) -> tuple[ImportedEntry, list[Block]]:
     blocks: list[Block] = []
     if vector["kind"] == "file":
         importer = FileImporter(profile, blocks.append)
@@ -85,7 +86,10 @@ def test_vectors_file_is_well_formed() -> None:
 
 
 def test_empty_file_and_directory_well_known() -> None:
-    assert str(import_bytes(b"", PROFILE_V0)[0].cid) == "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+    assert (
+        str(import_bytes(b"", PROFILE_V0)[0].cid)
+        == "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+    )
     entry, blocks = import_bytes(b"", PROFILE_V1)
     assert str(entry.cid) == "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
     assert entry == ImportedEntry(entry.cid, 0, 0) and blocks == [Block(entry.cid, b"")]
@@ -153,9 +157,12 @@ SMALL = ImportProfile(chunk_size=4, max_links=3)
 )
 def test_balanced_layout(n_bytes: int, shape: Any) -> None:
     data = bytes(range(n_bytes))
-    for profile in (SMALL, ImportProfile(chunk_size=4, max_links=3, cid_version=0, raw_leaves=False)):
+    for profile in (
+        SMALL,
+        ImportProfile(chunk_size=4, max_links=3, cid_version=0, raw_leaves=False),
+    ):
         blocks: dict[CID, bytes] = {}
-        importer = FileImporter(profile, lambda b: blocks.__setitem__(b.cid, b.data))
+        importer = FileImporter(profile, lambda b, s=blocks: s.__setitem__(b.cid, b.data))
         importer.write(data)
         root = importer.finish()
         assert _tree_shape(root.cid, blocks) == shape
@@ -166,7 +173,7 @@ def test_174_links_boundary() -> None:
     profile = ImportProfile(chunk_size=1)  # 174 links per node, tiny chunks
     for n, top in ((174, 174), (175, 2), (348, 2), (349, 3)):
         blocks: dict[CID, bytes] = {}
-        importer = FileImporter(profile, lambda b: blocks.__setitem__(b.cid, b.data))
+        importer = FileImporter(profile, lambda b, s=blocks: s.__setitem__(b.cid, b.data))
         importer.write(random.Random(n).randbytes(n))
         root = importer.finish()
         assert len(dagpb.decode(blocks[root.cid]).links) == top

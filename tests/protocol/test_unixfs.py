@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from dre.protocol.errors import IntegrityError, ValidationError
 from dre.protocol.unixfs import DataType, UnixFSData, UnixTime, decode, encode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 KNOWN = [
     # directory: what every importer writes (and the empty directory QmUNLL… wraps)

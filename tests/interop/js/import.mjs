@@ -67,11 +67,12 @@ async function * candidates (abs, rel) {
     yield { path: name, content: lazyContent(abs) }
   } else if (st.isDirectory()) {
     yield { path: name }
-    const names = (await fs.readdir(abs, { encoding: 'buffer' })).map((b) => {
-      const s = new TextDecoder('utf-8', { fatal: true }).decode(b)
-      return s
-    })
-    names.sort()
+    // Canonical order: names sorted by their UTF-8 bytes, each directory before its contents
+    // (a depth-first pre-order). Links are sorted by the encoder anyway, but the order entries
+    // reach the tree builder decides when a directory is checked against the shard threshold.
+    const names = (await fs.readdir(abs, { encoding: 'buffer' }))
+      .sort(Buffer.compare)
+      .map((b) => new TextDecoder('utf-8', { fatal: true }).decode(b))
     if (names.length === 0 && rel !== '') emptyDirs.push(rel)
     for (const child of names) {
       yield * candidates(path.join(abs, child), rel === '' ? child : `${rel}/${child}`)
