@@ -342,19 +342,28 @@ class DirectoryBuilder:
         estimate = 0
         size = 0
         helia = profile.shard_rule == "helia"
-        for name, child in directory.children.items():
+        threshold = profile.shard_threshold_bytes
+        # Helia decides incrementally while entries arrive (each directory before its contents,
+        # names in byte order) and never turns a shard back into a flat directory: a non-empty
+        # sub-directory counts, as an empty directory, at the moment it is inserted, and stops
+        # counting once its first child arrives. So it can tip the parent into a HAMT on its own.
+        tipped = False
+        for name, child in sorted(directory.children.items(), key=lambda kv: kv[0].encode()):
+            link_estimate = len(name.encode("utf-8"))
             if isinstance(child, _Dir):
-                counted = not helia or not child.children
                 built = self._build(child)
+                link_estimate += len(bytes(built.cid))
+                if helia and child.children:
+                    tipped = tipped or estimate + link_estimate > threshold
+                    link_estimate = 0
             else:
-                counted, built = True, child
-            if counted:
-                estimate += len(name.encode("utf-8")) + len(bytes(built.cid))
+                built = child
+                link_estimate += len(bytes(built.cid))
+            estimate += link_estimate
             entries.append(hamt.ShardEntry(name, built.cid, built.tsize))
             size += built.size
-        threshold = profile.shard_threshold_bytes
         # Helia: `estimateNodeSize() > threshold`; Kubo: `>= HAMTShardingSize`, 0 = disabled.
-        shard = estimate > threshold if helia else 0 < threshold <= estimate
+        shard = (tipped or estimate > threshold) if helia else 0 < threshold <= estimate
         if shard:
             cid, tsize = hamt.build_shard(
                 entries,

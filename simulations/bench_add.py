@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
-
 from dre.protocol import exporter
 from dre.protocol.cid import parse_cid
 from dre.protocol.importer import PROFILE_V1

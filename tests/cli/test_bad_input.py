@@ -8,12 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from dre.protocol.car import encode_block, encode_header
 from dre.protocol.cid import DAG_CBOR, RAW, cid_for
 from dre.storage.repo import Repo
 
-from .conftest import DRE, Result, Runner
+from .conftest import DRE, Result, Runner, run_dre
 
 
 def snapshot(home: Path) -> tuple[object, ...]:
@@ -63,7 +62,7 @@ def test_unreadable_path(tmp_path: Path) -> None:
               if os.geteuid() == 0 else [])
     for target in (secret, secret_dir):
         proc = subprocess.run([*prefix, DRE, "add", str(target)], capture_output=True, env=env,
-                              timeout=60)
+                              timeout=60, check=False)
         result = Result(proc.returncode, proc.stdout, proc.stderr.decode())
         assert_one_line_error(result, "permission denied", "secret.txt")
     assert not home.exists()  # refused before anything was created
@@ -77,9 +76,14 @@ def test_unsupported_file_type(dre: Runner, populated: Path, tmp_path: Path) -> 
     assert snapshot(populated) == before
 
 
-@pytest.mark.parametrize("bad", ["notacid", "bafy", "Qm123", "z" * 300, "bafkreifecoayx32gyqjxzuhzhy7duxyhnsjsanle4mpa7whwna4fjpsxl"])
+TRUNCATED_CID = "bafkreifecoayx32gyqjxzuhzhy7duxyhnsjsanle4mpa7whwna4fjpsxl"
+
+
+@pytest.mark.parametrize("bad", ["notacid", "bafy", "Qm123", "z" * 300, TRUNCATED_CID])
 def test_invalid_cid(dre: Runner, populated: Path, bad: str) -> None:
-    for args in (("cat", bad), ("get", bad, "-o", "x"), ("pin", "add", bad), ("dag", "export", bad, "-o", "x.car")):
+    commands = (("cat", bad), ("get", bad, "-o", "x"), ("pin", "add", bad),
+                ("dag", "export", bad, "-o", "x.car"))
+    for args in commands:
         assert_one_line_error(dre(*args, check=False), "invalid CID")
 
 
@@ -90,8 +94,6 @@ def test_unknown_cid_is_not_found(dre: Runner, populated: Path) -> None:
 
 
 def test_uninitialized_home(tmp_path: Path) -> None:
-    from .conftest import run_dre
-
     result = run_dre(tmp_path / "nowhere", "repo", "stat", check=False)
     assert_one_line_error(result, "dre init")
 
@@ -106,8 +108,6 @@ def _export(dre: Runner, tmp_path: Path) -> tuple[str, bytes]:
 
 
 def _fresh_home_with(tmp_path: Path) -> Path:
-    from .conftest import run_dre
-
     home = tmp_path / "importer-home"
     run_dre(home, "init")
     (tmp_path / "seed2.txt").write_bytes(b"seed two\n")
@@ -116,8 +116,6 @@ def _fresh_home_with(tmp_path: Path) -> Path:
 
 
 def _import(home: Path, car: Path) -> Result:
-    from .conftest import run_dre
-
     return run_dre(home, "dag", "import", str(car), check=False)
 
 
@@ -158,7 +156,7 @@ def test_block_with_wrong_bytes_for_its_cid(tmp_path: Path) -> None:
 def test_non_canonical_dag_cbor(tmp_path: Path) -> None:
     home = _fresh_home_with(tmp_path)
     before = snapshot(home)
-    unsorted_map = bytes.fromhex("a2" "6162" "01" "6161" "02")  # {"b": 1, "a": 2}: keys out of order
+    unsorted_map = bytes.fromhex("a2" "6162" "01" "6161" "02")  # {"b": 1, "a": 2}: out of order
     cid = cid_for(unsorted_map, DAG_CBOR)  # the hash is right; the encoding is not DAG-CBOR
     (tmp_path / "cbor.car").write_bytes(encode_header([cid]) + encode_block(cid, unsorted_map))
     assert_one_line_error(_import(home, tmp_path / "cbor.car"), str(cid))

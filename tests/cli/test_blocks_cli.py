@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .conftest import Runner
+from .conftest import Runner, run_dre
 
 HELLO_V1 = "bafkreifecoayx32gyqjxzuhzhy7duxyhnsjsanle4mpa7whwna4fjpsxlm"
 HELLO_V0 = "QmaxtiD78ZJ6ZcoweeNCf6zDR1FD262n5DxtNiCUA42a2C"
@@ -72,8 +72,6 @@ def test_get_round_trips_a_tree(dre: Runner, tmp_path: Path) -> None:
 
 
 def test_dag_export_import_between_homes(dre: Runner, tmp_path: Path) -> None:
-    from .conftest import run_dre
-
     make_reference_dir(tmp_path)
     root = dre("add", "-q", "tree").text.strip()
     exported = dre("dag", "export", root, "-o", "tree.car", "--json").json()

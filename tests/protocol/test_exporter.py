@@ -13,6 +13,7 @@ from dre.protocol.exporter import (
     NodeInfo,
     list_directory,
     read_file,
+    read_symlink,
     resolve_path,
     stat,
     walk,
@@ -298,10 +299,6 @@ def test_read_is_streaming() -> None:
 
 
 def test_read_symlink_returns_target_and_refuses_other_kinds() -> None:
-    from dre.protocol.errors import ValidationError
-    from dre.protocol.exporter import read_symlink
-    from dre.protocol.importer import PROFILE_V1, DirectoryBuilder, import_bytes
-
     blocks: dict[bytes, bytes] = {}
     builder = DirectoryBuilder(PROFILE_V1, lambda b: blocks.__setitem__(bytes(b.cid), b.data))
     builder.add_symlink("link", "../target/é.txt")
@@ -311,10 +308,8 @@ def test_read_symlink_returns_target_and_refuses_other_kinds() -> None:
     builder.add_file("file", file_entry)
     root = builder.finish()
 
-    def get(cid):  # type: ignore[no-untyped-def]
+    def get(cid: CID) -> bytes:
         return blocks[bytes(cid)]
-
-    from dre.protocol.exporter import resolve_path
 
     assert read_symlink(get, resolve_path(get, root.cid, "link")) == "../target/é.txt"
     with pytest.raises(ValidationError, match="not a symlink"):
