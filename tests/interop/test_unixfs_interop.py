@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -541,3 +543,27 @@ def test_our_car_is_read_by_helia(request: pytest.FixtureRequest, helia_verify_c
         assert report["unixfs"]["files"] == n_files
     else:
         assert report["unixfs"]["bytes"] == tree.stat().st_size
+
+
+@pytest.mark.interop
+def test_dre_dag_export_is_read_by_helia(random_trees: Any, helia_import: Any,
+                                         helia_verify_car: Any, tmp_path: Path) -> None:
+    """The whole user path: `dre add` a tree, `dre dag export` it, Helia verifies every block."""
+    tree: Path = random_trees[1]
+    dre = str(Path(sys.executable).parent / "dre")
+    env = {**os.environ, "DRE_HOME": str(tmp_path / "home")}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([dre, *args], capture_output=True, env=env, timeout=120,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr.decode()
+        return proc.stdout.decode().strip()
+
+    run("init")
+    root = run("add", "--hidden", "-q", str(tree))
+    assert root == helia_import(tree, "v1")["root"]
+    run("dag", "export", root, "-o", str(tmp_path / "tree.car"))
+    report = helia_verify_car(tmp_path / "tree.car")
+    assert report["roots"] == [root]
+    assert report["bad"] == [] and report["missing"] == [] and report["errors"] == []
+    assert report["verified"] == report["blocks"] > 0
