@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+#: `dre cat --json` holds the file in memory to put it in one JSON document.
+_MAX_JSON_CAT_BYTES = 16 << 20
+
 
 def _ctx() -> Context:
     obj: Context = click.get_current_context().obj
@@ -114,6 +117,10 @@ def cat(target: str, as_json: bool) -> None:
         if info.kind != "file":
             raise ValidationError(f"{target} is a {info.kind}, not a file (use `dre get`)")
         if as_json:
+            if info.size > _MAX_JSON_CAT_BYTES:
+                raise ValidationError(
+                    f"{target} is {info.size} bytes; --json prints at most {_MAX_JSON_CAT_BYTES}"
+                )
             data = b"".join(exporter.read_file(repo.store.get, cid))
             emit_json({"cid": str(cid), "size": len(data), "text": data.decode("utf-8", "replace")})
             return
