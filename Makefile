@@ -40,9 +40,13 @@ run: setup
 test: setup
 	$(VENV)/bin/pytest -n 2 --dist loadgroup
 
+# mypy cannot follow the editable install's folder -> dre.* mapping, so it checks a link tree
+# that has the installed layout; otherwise every cross-package import would be Any.
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy protocol storage node cli
+	rm -rf build/mypy && mkdir -p build/mypy/dre
+	for d in protocol storage node cli; do ln -s ../../../$$d build/mypy/dre/$$d; done
+	MYPYPATH=build/mypy $(VENV)/bin/mypy -p dre.protocol -p dre.storage -p dre.node -p dre.cli
 
 wheel-check: setup
 	bash .ci/wheel-check

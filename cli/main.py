@@ -10,7 +10,7 @@ import click
 from dre.protocol.errors import DreError
 from dre.storage.repo import Repo, default_home
 
-from . import blocks
+from . import blocks, keys, packages
 
 __all__ = ["cli", "main"]
 
@@ -41,6 +41,8 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 
 
 blocks.register(cli)
+packages.register(cli)
+keys.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ No I/O lives here: no files, sockets, trio, libp2p or LMDB. Everything is testab
 
 from .cid import CID, DAG_CBOR, DAG_PB, RAW, SHA2_256, Block, cid_for, parse_cid, verify_block
 from .errors import (
+    AuthorizationError,
     DreError,
     IntegrityError,
     LocalProtocolError,
@@ -20,6 +21,7 @@ __all__ = [
     "DAG_PB",
     "RAW",
     "SHA2_256",
+    "AuthorizationError",
     "Block",
     "DreError",
     "IntegrityError",

@@ -45,7 +45,7 @@ class Block(NamedTuple):
     data: bytes
 
 
-def sha256_multihash(data: bytes) -> bytes:
+def sha256_multihash(data: bytes | bytearray | memoryview) -> bytes:
     """The sha2-256 multihash (``0x12 0x20 <digest>``) of ``data``."""
     return _SHA2_256_PREFIX + hashlib.sha256(data).digest()
 

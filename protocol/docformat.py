@@ -23,6 +23,15 @@ import yaml
 from markdown_it import MarkdownIt
 
 from .errors import ValidationError
+from .semver import (
+    MAX_RANGE_CHARS,
+    MAX_VERSION_CHARS,
+    Comparator,
+    SemVer,
+    SemverRange,
+    parse_range,
+    parse_version,
+)
 
 __all__ = [
     "KNOWN_LICENSE_EXCEPTIONS",
@@ -82,14 +91,13 @@ MAX_PATH_BYTES = 512
 MAX_SEGMENT_BYTES = 255  # the common file-system limit for one name
 MAX_PATH_DEPTH = 32
 MAX_NAME_CHARS = 214  # npm's limit, scope included
-MAX_VERSION_CHARS = 128
+# MAX_VERSION_CHARS (128) and MAX_RANGE_CHARS (256) live in .semver, which enforces them.
 MAX_DESCRIPTION_CHARS = 512
 MAX_KEYWORDS = 20
 MAX_KEYWORD_CHARS = 50
 MAX_CATEGORY_CHARS = 64
 MAX_LICENSE_CHARS = 256
 MAX_DEPENDENCIES = 200
-MAX_RANGE_CHARS = 256
 MAX_DIAGNOSTICS = 200  # validate() stops collecting after this many, so a hostile input stays cheap
 
 #: name -> value, in the order of the spec's table.
@@ -223,203 +231,6 @@ class Sink:
         for diagnostic in ordered:
             if diagnostic.severity == "error":
                 raise DocumentError(diagnostic, tuple(ordered))
-
-
-# --- SemVer 2.0.0 and ranges --------------------------------------------------------------------
-
-# semver.org's regular expression, with [0-9] instead of \d: \d also matches non-ASCII digits.
-_NUM = r"(?:0|[1-9][0-9]*)"
-_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
-_PRE = rf"{_PRE_ID}(?:\.{_PRE_ID})*"
-_BUILD = r"[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*"
-_SEMVER_RE = re.compile(rf"({_NUM})\.({_NUM})\.({_NUM})(?:-({_PRE}))?(?:\+({_BUILD}))?")
-
-
-class SemVer(msgspec.Struct, frozen=True, order=False):
-    """A SemVer 2.0.0 version. ``key()`` orders by precedence (build metadata ignored)."""
-
-    major: int
-    minor: int
-    patch: int
-    prerelease: tuple[str, ...] = ()
-    build: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        text = f"{self.major}.{self.minor}.{self.patch}"
-        if self.prerelease:
-            text += "-" + ".".join(self.prerelease)
-        if self.build:
-            text += "+" + ".".join(self.build)
-        return text
-
-    def key(self) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
-        """Sort key implementing SemVer §11 precedence."""
-        pre = tuple(
-            (0, int(ident), "") if ident.isdigit() else (1, 0, ident) for ident in self.prerelease
-        )
-        # A version without prerelease sorts after all its prereleases.
-        return (self.major, self.minor, self.patch, 0 if self.prerelease else 1, pre)
-
-
-def parse_version(text: str) -> SemVer:
-    """Parse a strict SemVer 2.0.0 version (no ``v`` prefix, no leading zeros, no spaces)."""
-    if len(text) > MAX_VERSION_CHARS:
-        raise ValidationError(f"version is longer than {MAX_VERSION_CHARS} characters")
-    match = _SEMVER_RE.fullmatch(text)
-    if match is None:
-        raise ValidationError(f"version {text!r} is not a SemVer 2.0.0 version like '1.2.3'")
-    major, minor, patch, pre, build = match.groups()
-    return SemVer(
-        int(major),
-        int(minor),
-        int(patch),
-        tuple(pre.split(".")) if pre else (),
-        tuple(build.split(".")) if build else (),
-    )
-
-
-Operator = Literal["=", ">", ">=", "<", "<="]
-
-
-class Comparator(msgspec.Struct, frozen=True):
-    """One primitive comparison, e.g. ``>= 1.2.0``."""
-
-    op: Operator
-    version: SemVer
-
-    def __str__(self) -> str:
-        return f"{self.op}{self.version}"
-
-
-class SemverRange(msgspec.Struct, frozen=True):
-    """A parsed npm-style range: ``sets`` are OR-ed, the comparators inside one set AND-ed. An
-    empty set matches every version (``*``)."""
-
-    text: str
-    sets: tuple[tuple[Comparator, ...], ...]
-
-
-_PARTIAL_RE = re.compile(
-    rf"(?P<op>>=|<=|>|<|=|\^|~)?"
-    rf"(?P<major>{_NUM}|[xX*])(?:\.(?P<minor>{_NUM}|[xX*])(?:\.(?P<patch>{_NUM}|[xX*])"
-    rf"(?:-(?P<pre>{_PRE}))?)?)?"
-)
-
-_Partial = tuple[int | None, int | None, int | None, tuple[str, ...]]
-
-
-def _partial(match: re.Match[str], text: str) -> _Partial:
-    parts: list[int | None] = []
-    for group in ("major", "minor", "patch"):
-        raw = match.group(group)
-        parts.append(None if raw is None or raw in ("x", "X", "*") else int(raw))
-    # Once a part is a wildcard, the rest must be too: '1.x.3' means nothing sensible.
-    seen_wild = False
-    for raw_part, group in zip(parts, ("major", "minor", "patch"), strict=True):
-        if raw_part is None:
-            seen_wild = True
-        elif seen_wild and match.group(group) is not None:
-            raise ValidationError(f"range {text!r}: a number follows a wildcard")
-    pre = match.group("pre")
-    if pre and None in parts:
-        raise ValidationError(f"range {text!r}: a prerelease needs a full version")
-    return (parts[0], parts[1], parts[2], tuple(pre.split(".")) if pre else ())
-
-
-def _v(major: int, minor: int = 0, patch: int = 0, pre: tuple[str, ...] = ()) -> SemVer:
-    return SemVer(major, minor, patch, pre)
-
-
-def _lower(p: _Partial) -> list[Comparator]:
-    major, minor, patch, pre = p
-    if major is None:
-        return []
-    return [Comparator(">=", _v(major, minor or 0, patch or 0, pre))]
-
-
-def _upper_inclusive(p: _Partial) -> list[Comparator]:
-    """``<= p`` where missing parts mean 'any': <=1.2 is <1.3.0."""
-    major, minor, patch, pre = p
-    if major is None:
-        return []
-    if minor is None:
-        return [Comparator("<", _v(major + 1))]
-    if patch is None:
-        return [Comparator("<", _v(major, minor + 1))]
-    return [Comparator("<=", _v(major, minor, patch, pre))]
-
-
-def _desugar(op: str | None, p: _Partial, text: str) -> list[Comparator]:
-    major, minor, patch, pre = p
-    full = patch is not None
-    if op in (None, "="):
-        if full:
-            assert major is not None and minor is not None and patch is not None
-            return [Comparator("=", _v(major, minor, patch, pre))]
-        return _lower(p) + _upper_inclusive(p)
-    if op == ">=":
-        return _lower(p)
-    if op == "<=":
-        return _upper_inclusive(p)
-    if op == ">":
-        if major is None:
-            raise ValidationError(f"range {text!r} matches no version")
-        if minor is None:
-            return [Comparator(">=", _v(major + 1))]
-        if patch is None:
-            return [Comparator(">=", _v(major, minor + 1))]
-        return [Comparator(">", _v(major, minor, patch, pre))]
-    if op == "<":
-        if major is None:
-            raise ValidationError(f"range {text!r} matches no version")
-        return [Comparator("<", _v(major, minor or 0, patch or 0, pre))]
-    if op == "~":
-        if major is None:
-            return []
-        upper = _v(major + 1) if minor is None else _v(major, minor + 1)
-        return [*_lower(p), Comparator("<", upper)]
-    # op == "^": the upper bound bumps the left-most non-zero part that was given.
-    if major is None:
-        return []
-    if major > 0 or minor is None:
-        upper = _v(major + 1)
-    elif minor > 0 or patch is None:
-        upper = _v(0, minor + 1)
-    else:
-        upper = _v(0, 0, patch + 1)
-    return [*_lower(p), Comparator("<", upper)]
-
-
-def parse_range(text: str) -> SemverRange:
-    """Parse an npm-style semver range (grammar in specs/doc-format.md §4.3) into comparator sets.
-
-    Spacing is canonical and strict (one space between comparators, ``" || "``, ``" - "``) because
-    the range is copied verbatim into generated files.
-    """
-    if not text:
-        raise ValidationError("empty range; use '*' for any version")
-    if len(text) > MAX_RANGE_CHARS:
-        raise ValidationError(f"range is longer than {MAX_RANGE_CHARS} characters")
-    sets: list[tuple[Comparator, ...]] = []
-    for part in text.split(" || "):
-        comparators: list[Comparator] = []
-        if " - " in part:
-            low, _, high = part.partition(" - ")
-            lm, hm = _PARTIAL_RE.fullmatch(low), _PARTIAL_RE.fullmatch(high)
-            if lm is None or hm is None or lm.group("op") or hm.group("op"):
-                raise ValidationError(f"range {text!r}: a hyphen range is 'A.B.C - X.Y.Z'")
-            comparators += _lower(_partial(lm, text)) + _upper_inclusive(_partial(hm, text))
-        else:
-            for word in part.split(" "):
-                match = _PARTIAL_RE.fullmatch(word)
-                if match is None:
-                    raise ValidationError(
-                        f"range {text!r} is not a semver range like '^1.2.3', '~1.2', "
-                        "'>=1.0.0 <2.0.0', '1.x' or '^1.0.0 || ^2.0.0'"
-                    )
-                comparators += _desugar(match.group("op"), _partial(match, text), text)
-        sets.append(tuple(comparators))
-    return SemverRange(text, tuple(sets))
 
 
 # --- names ------------------------------------------------------------------------------------

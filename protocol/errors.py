@@ -34,3 +34,8 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """A peer did something the protocol does not allow."""
+
+
+class AuthorizationError(DreError):
+    """A signed operation by a key that is not allowed to do it (publish into a scope it does not
+    own, take over a name someone else published first, change a scope it is not an owner of)."""

@@ -260,3 +260,48 @@ def import_path(
             if pin:
                 store.pin_add(root.cid, recursive=True, links_of=links_of)
     return ImportResult(name, root, entries[0].kind, imported, total)
+
+
+#: The folder of a package directory that holds its source document (`dre generate -o` writes
+#: it); it is not part of the package.
+SOURCE_DIR = ".dre"
+SOURCE_DOC = "source.md"
+#: A package directory read for publishing is held in memory: the generator's own output limit
+#: (4 MiB) times a generous margin for divergent directories.
+MAX_PACKAGE_DIR_BYTES = 64 << 20
+
+
+def read_package_dir(path: Path) -> tuple[dict[str, bytes], list[str]]:
+    """The files (path -> bytes) and empty directories of a package directory to publish.
+
+    Hidden files are part of a package; the ``.dre/`` folder with the source document is not.
+    Symlinks are refused (a generated package never has one). Nothing is written.
+    """
+    entries = scan_path(path, hidden=True)
+    if entries[0].kind != "directory":
+        raise ValidationError(f"{path}: not a directory")
+    files: dict[str, bytes] = {}
+    directories: set[str] = set()
+    total = 0
+    for entry in entries[1:]:
+        top = entry.relpath.split("/", 1)[0]
+        if top == SOURCE_DIR:
+            continue
+        if entry.kind == "symlink":
+            raise ValidationError(f"{entry.path}: symlinks cannot be part of a published package")
+        if entry.kind == "directory":
+            directories.add(entry.relpath)
+            continue
+        total += entry.size
+        if total > MAX_PACKAGE_DIR_BYTES:
+            raise ValidationError(f"{path}: more than {MAX_PACKAGE_DIR_BYTES} bytes of files")
+        files[entry.relpath] = b"".join(_read_chunks(entry.path))
+    parents = {parent for p in files for parent in _parents(p)}
+    empty = sorted(d for d in directories if d not in parents)
+    return files, empty
+
+
+def _parents(relpath: str) -> Iterator[str]:
+    parts = relpath.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        yield "/".join(parts[:i])

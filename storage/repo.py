@@ -4,6 +4,8 @@ Layout of a home directory (``$DRE_HOME``, default a per-user data directory)::
 
     config.json     versioned configuration (unknown fields are refused)
     blocks/         the LMDB block store
+    index/          the registry's metadata index (names, versions, scopes, audit log)
+    keys/           the keystore (files 0600)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import msgspec
 import platformdirs
 from dre.protocol.errors import DreError, ValidationError
 
+from .index import RegistryIndex
 from .lmdb_store import LmdbBlockStore
 
 __all__ = ["CONFIG_VERSION", "Repo", "RepoConfig", "default_home"]
@@ -23,6 +26,7 @@ __all__ = ["CONFIG_VERSION", "Repo", "RepoConfig", "default_home"]
 CONFIG_VERSION = 1
 _CONFIG_FILE = "config.json"
 _BLOCKS_DIR = "blocks"
+_INDEX_DIR = "index"
 _MAX_CONFIG_BYTES = 64 * 1024
 
 
@@ -47,10 +51,13 @@ def default_home() -> Path:
 class Repo:
     """An opened node home. Use :meth:`init` to create one and :meth:`open` to open it."""
 
-    def __init__(self, home: Path, config: RepoConfig, store: LmdbBlockStore) -> None:
+    def __init__(
+        self, home: Path, config: RepoConfig, store: LmdbBlockStore, index: RegistryIndex
+    ) -> None:
         self.home = home
         self.config = config
         self.store = store
+        self.index = index
 
     @staticmethod
     def exists(home: Path) -> bool:
@@ -68,6 +75,7 @@ class Repo:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             (home / _BLOCKS_DIR).mkdir(exist_ok=True, mode=0o700)
             LmdbBlockStore(home / _BLOCKS_DIR).close()
+            RegistryIndex(home / _INDEX_DIR).close()
             tmp = home / (_CONFIG_FILE + ".tmp")
             tmp.write_bytes(msgspec.json.format(msgspec.json.encode(RepoConfig())) + b"\n")
             # The config appears last: a home is either whole or absent.
@@ -103,10 +111,11 @@ class Repo:
             map_size=config.initial_map_size,
             verify_on_read=config.verify_on_read,
         )
-        return cls(home, config, store)
+        return cls(home, config, store, RegistryIndex(home / _INDEX_DIR))
 
     def close(self) -> None:
-        """Close the block store."""
+        """Close the block store and the index."""
+        self.index.close()
         self.store.close()
 
     def __enter__(self) -> Repo:
