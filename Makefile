@@ -26,16 +26,25 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The main job: a node home with a sample added, read back by CID.
+# The main job: a node home with the example packages published from their documents, one
+# verified (regenerated and attested), one installed with its dependencies, and a file by CID.
+DRE := DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre
 run: setup
-	DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre init
+	$(DRE) init
+	@echo "--- publish every example document (specs/examples), generated and signed here"
+	@$(DRE) scope show @acme >/dev/null 2>&1 || $(DRE) scope create @acme
+	@for doc in specs/examples/*.md; do $(DRE) publish $$doc | head -1; done
+	@echo "--- verify @acme/retry: signature, every block, regeneration, license, trust"
+	$(DRE) verify @acme/retry
+	@echo "--- history of @acme/retry"
+	$(DRE) info @acme/retry --versions --changelog
+	@echo "--- install @acme/cli with its dependencies"
+	@rm -rf $(DEMO_HOME)/installed
+	$(DRE) install @acme/cli@0.9.0-rc.2 -o $(DEMO_HOME)/installed
+	@echo "--- any file by CID: dre add, then dre cat"
 	@printf 'hello registry\n' > $(DEMO_HOME)/sample.txt
-	@echo "--- dre add specs/ (the specification documents, as a directory)"
-	DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre add specs
-	@echo "--- dre add sample.txt, then dre cat by CID"
-	@cid=$$(DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre add --quiet $(DEMO_HOME)/sample.txt) && \
-	  echo "sample.txt -> $$cid" && DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre cat $$cid
-	DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre repo stat
+	@cid=$$($(DRE) add --quiet $(DEMO_HOME)/sample.txt) && echo "sample.txt -> $$cid" && $(DRE) cat $$cid
+	$(DRE) repo stat
 
 test: setup
 	$(VENV)/bin/pytest -n 2 --dist loadgroup

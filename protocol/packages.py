@@ -17,6 +17,7 @@ from .importer import PROFILE_V1, DirectoryBuilder, ImportedEntry, ImportProfile
 from .records import Manifest, ScopeRecord
 
 __all__ = [
+    "ATTESTATIONS_FOR_FULL_TRUST",
     "TRUST_WEIGHTS",
     "BuiltTree",
     "TrustBreakdown",
@@ -24,6 +25,7 @@ __all__ = [
     "build_tree",
     "check_publisher",
     "check_scope_update",
+    "manifest_summary",
     "scope_of",
     "trust_score",
 ]

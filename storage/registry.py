@@ -149,9 +149,12 @@ class LocalRegistry:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _store_pinned(self, blocks: list[Block], root: CID, *, recursive: bool) -> None:
+    def _store_pinned(self, blocks: list[Block], root: CID, *, recursive: bool,
+                      also_recursive: tuple[CID, ...] = ()) -> None:
         with self.store.import_session():
             self.store.put_many(blocks, verify=False)
+            for tree in also_recursive:
+                self.store.pin_add(tree, recursive=True, links_of=links_of)
             self.store.pin_add(root, recursive=recursive, links_of=links_of)
 
     def _log(self, kind: str, subject: str, record: CID, signer: str, action: str,
@@ -246,8 +249,10 @@ class LocalRegistry:
         )
         envelope = sign_record(MANIFEST, manifest, key)
 
+        # The manifest is pinned on its own: a recursive pin would walk the `previous` chain,
+        # i.e. every older version, on each publish. Each version pins its own trees.
         self._store_pinned([*doc_tree.blocks, *package.blocks, envelope], envelope.cid,
-                           recursive=True)
+                           recursive=False, also_recursive=(package.root, doc_tree.root))
         if not self.index.add_version(name, version, envelope.cid,
                                       owner=None if scope_name else signer):
             raise DreError(f"{name}@{version} was published concurrently; run publish again")

@@ -21,6 +21,7 @@ from dre.protocol.generator import (
     generate,
 )
 from dre.protocol.importer import PROFILE_V1, DirectoryBuilder, FileImporter
+from dre.protocol.packages import build_tree
 from dre.protocol.templates import python_name, range_to_pep440, readme, semver_to_pep440
 from hypothesis import given
 from hypothesis import strategies as st
@@ -270,6 +271,7 @@ _CHILD = """
 import hashlib, json, sys
 from pathlib import Path
 from dre.protocol.generator import generate
+from dre.protocol.packages import build_tree
 out = {}
 for p in sorted(Path(sys.argv[1]).glob("*/*.md")) + sorted(Path(sys.argv[2]).glob("*.md")):
     try:
@@ -277,7 +279,8 @@ for p in sorted(Path(sys.argv[1]).glob("*/*.md")) + sorted(Path(sys.argv[2]).glo
     except Exception as exc:
         out[p.name] = type(exc).__name__ + ": " + str(exc)
         continue
-    out[p.name] = {k: hashlib.sha256(v).hexdigest() for k, v in tree.files.items()}
+    out[p.name] = {"root": str(build_tree(tree.files).root),
+                   "files": {k: hashlib.sha256(v).hexdigest() for k, v in tree.files.items()}}
 sys.stdout.write(json.dumps(out, sort_keys=True))
 """
 
@@ -318,10 +321,19 @@ def test_byte_identical_across_environments(tmp_path: Path) -> None:
     parsed = json.loads(outputs[0])
     assert len(parsed) == len(VECTOR_DOCS) + len(EXAMPLE_DOCS)
     # and equal to this process
-    here = {
-        p.name: {
-            k: hashlib.sha256(v).hexdigest() for k, v in generate(p.read_bytes()).files.items()
+    here = {}
+    for p in EXAMPLE_DOCS:
+        files = generate(p.read_bytes()).files
+        here[p.name] = {
+            "root": str(build_tree(files).root),
+            "files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()},
         }
-        for p in EXAMPLE_DOCS
-    }
     assert {k: parsed[k] for k in here} == here
+    # The root CIDs are the ones the spec vectors pin.
+    pinned = 0
+    for p in VECTOR_DOCS:
+        expected = json.loads(p.with_suffix(".json").read_text())
+        if "root_cid" in expected:
+            pinned += 1
+            assert parsed[p.name]["root"] == expected["root_cid"], p.name
+    assert pinned >= 5

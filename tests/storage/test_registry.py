@@ -219,3 +219,16 @@ def test_audit_log_is_a_hash_chain(registry: LocalRegistry) -> None:
     ]
     assert entries[0].previous is None
     assert all(e.previous is not None for e in entries[1:])
+
+
+def test_gc_keeps_every_published_version(registry: LocalRegistry, repo: Repo) -> None:
+    registry.create_scope("@acme", ALICE, now=NOW)
+    registry.publish(doc("acme-retry-1.0.0.md"), ALICE, now=NOW)
+    registry.publish(doc("acme-retry-1.1.0.md"), ALICE, now=NOW + 1)
+    repo.store.put(build_tree({"loose.txt": b"unpinned\n"}).blocks[0])  # garbage to collect
+    result = repo.store.gc(links_of)
+    assert result.removed_blocks == 1
+    for version in ("1.0.0", "1.1.0"):
+        report = registry.verify("@acme/retry", version, BOB, now=NOW + 2)
+        assert report.intact and report.reproduced
+    assert len(list(registry.log())) == 3
