@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lmdb
 import pytest
+from dre.protocol.cid import multihash_of, parse_cid
+from dre.protocol.links import links_of
+from dre.storage.repo import Repo
 
 from .conftest import Runner
 from .test_bad_input import assert_one_line_error, snapshot
@@ -151,3 +155,54 @@ def test_huge_document_refused(dre: Runner, home: Path, tmp_path: Path) -> None:
 def test_verify_unknown_package(dre: Runner) -> None:
     assert_one_line_error(dre("verify", "nope", check=False), "no package named")
     assert_one_line_error(dre("install", "nope", "-o", "x", check=False), "no package named")
+
+
+def _doc(name: str, version: str, deps: dict[str, str]) -> str:
+    lines = ["---", f"name: {name}", f"version: {version}", "license: MIT",
+             "description: test package", "template: files"]
+    if deps:
+        lines.append("dependencies:")
+        lines += [f'  "{dep}": "{rng}"' for dep, rng in deps.items()]
+    lines += ["---", "", f"# {name}", "", "```text file=VERSION", version, "```", ""]
+    return "\n".join(lines)
+
+
+def test_install_reports_cycles_and_conflicts(dre: Runner, tmp_path: Path) -> None:
+    docs = {
+        "a.md": _doc("cyc-a", "1.0.0", {"cyc-b": "^1.0.0"}),
+        "b.md": _doc("cyc-b", "1.0.0", {"cyc-a": "^1.0.0"}),
+        "c.md": _doc("lib", "1.0.0", {}),
+        "d.md": _doc("lib", "2.0.0", {}),
+        "e.md": _doc("old-user", "1.0.0", {"lib": "^1.0.0"}),
+        "f.md": _doc("app", "1.0.0", {"old-user": "^1.0.0", "lib": "^2.0.0"}),
+    }
+    for file, text in docs.items():
+        (tmp_path / file).write_text(text)
+        dre("publish", file)
+    assert_one_line_error(dre("install", "cyc-a", "-o", "out1", check=False), "cycle",
+                          "cyc-a@1.0.0", "cyc-b@1.0.0")
+    assert_one_line_error(dre("install", "app", "-o", "out2", check=False), "lib", "^1.0.0",
+                          "^2.0.0")
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+    ok = dre("install", "old-user", "-o", "out3", "--json").json()
+    assert [(i["name"], i["version"]) for i in ok["installed"]] == [
+        ("lib", "1.0.0"), ("old-user", "1.0.0")]
+
+
+def test_verify_catches_a_tampered_block(dre: Runner, home: Path) -> None:
+    published = dre("publish", example("slugify-lite.md"), "--json").json()
+    assert dre("verify", "slugify-lite", "--json").json()["verified"] is True
+    with Repo.open(home) as repo:
+        package = parse_cid(published["package"])
+        leaf = links_of(package, repo.store.get(package))[0]
+        original = repo.store.get(leaf)
+    env = lmdb.open(str(home / "blocks"), max_dbs=16)
+    with env.begin(write=True, db=env.open_db(b"blocks", create=False)) as txn:
+        txn.replace(multihash_of(leaf), original[::-1] + b"!")
+    env.close()
+    failed = dre("verify", "slugify-lite", check=False)
+    assert_one_line_error(failed, "verification of slugify-lite@0.4.2 failed",
+                          "1 corrupt", str(leaf))
+    report = dre("verify", "slugify-lite", "--json", check=False).json()
+    assert report["verified"] is False and report["trust"]["score"] == 0.0
+    assert report["integrity"]["bad"][0].startswith(str(leaf))
