@@ -10,7 +10,7 @@ import click
 from dre.protocol.errors import DreError
 from dre.storage.repo import Repo, default_home
 
-from . import blocks, keys, packages
+from . import blocks, keys, node_cli, packages
 
 __all__ = ["cli", "main"]
 
@@ -43,6 +43,7 @@ def cli(ctx: click.Context, home: Path | None) -> None:
 blocks.register(cli)
 packages.register(cli)
 keys.register(cli)
+node_cli.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
