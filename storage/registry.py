@@ -265,17 +265,101 @@ class LocalRegistry:
 
     def update_scope(self, record: ScopeRecord, key: PublisherKey, *, now: int, action: str) -> CID:
         """Sign and install a new version of a scope record (creation, grant or revocation)."""
-        current_cid = self.index.scope_record(record.scope)
-        current = self.scope(record.scope)
-        check_scope_update(current, record, key.peer_id)
+        check_scope_update(self.scope(record.scope), record, key.peer_id)
         envelope = sign_record(SCOPE, record, key)
+        self._install_scope(envelope, record, key.peer_id, now=now, action=action)
+        return envelope.cid
+
+    def _install_scope(self, envelope: Block, record: ScopeRecord, signer: str, *, now: int,
+                       action: str) -> None:
+        """Store and index a scope record already checked by `check_scope_update`."""
+        current_cid = self.index.scope_record(record.scope)
         self._store_pinned([envelope], envelope.cid, recursive=False)
         self.index.set_scope_record(record.scope, envelope.cid, current_cid)
-        if current_cid is not None:
-            self.store.pin_rm(current_cid)  # the log entry still links to it
-            self.store.pin_add(current_cid, recursive=False, links_of=links_of)
-        self._log("scope", record.scope, envelope.cid, key.peer_id, action, now)
-        return envelope.cid
+        self._log("scope", record.scope, envelope.cid, signer, action, now)
+
+    # -- records from peers --------------------------------------------------------------------
+
+    def authorize_remote(self, block: Block) -> None:
+        """Raise unless a record received from a peer may be accepted here.
+
+        The same rules as for local operations (``specs/registry.md`` §2, §3), so a record that
+        would be refused here is also not forwarded (gossip validators call this).
+        """
+        opened = open_record(block)
+        record, signer = opened.record, opened.signer
+        if isinstance(record, Manifest):
+            scope_name = scope_of(record.name)
+            check_publisher(
+                record.name, signer, scope=self.scope(scope_name) if scope_name else None,
+                first_publisher=None if scope_name else self.index.owner(record.name),
+                now=record.time,
+            )
+            existing = self.index.manifest_cid(record.name, record.version)
+            if existing is not None and existing != block.cid:
+                raise AuthorizationError(
+                    f"{record.name}@{record.version} is already {existing} here; versions are "
+                    "immutable"
+                )
+        elif isinstance(record, ScopeRecord):
+            current = self.scope(record.scope)
+            if current is None or self.index.scope_record(record.scope) != block.cid:
+                check_scope_update(current, record, signer)
+
+    def accept_record(self, block: Block, *, now: int) -> bool:
+        """Store and index a signed record received from a peer; False if it was already known.
+
+        Raises IntegrityError for a bad record and AuthorizationError for one these rules refuse;
+        nothing is written then.
+        """
+        self.authorize_remote(block)
+        opened = open_record(block)
+        record, signer = opened.record, opened.signer
+        if isinstance(record, Manifest):
+            if self.index.manifest_cid(record.name, record.version) == block.cid:
+                return False
+            self._store_pinned([block], block.cid, recursive=False)
+            scoped = scope_of(record.name) is not None
+            if not self.index.add_version(record.name, record.version, block.cid,
+                                          owner=None if scoped else signer):
+                return False
+            self._log("publish", f"{record.name}@{record.version}", block.cid, signer,
+                      "received", now)
+            return True
+        if isinstance(record, ScopeRecord):
+            if self.index.scope_record(record.scope) == block.cid:
+                return False
+            self._install_scope(block, record, signer, now=now, action="received")
+            return True
+        assert isinstance(record, Attestation)
+        if self.index.attestations(record.manifest).get(signer) == block.cid:
+            return False
+        self._store_pinned([block], block.cid, recursive=False)
+        self.index.add_attestation(record.manifest, signer, block.cid)
+        return True
+
+    def record_cids(self) -> list[CID]:
+        """Every signed record this node holds (manifests, current scopes, attestations): the
+        catalog that anti-entropy sync exchanges."""
+        cids: list[CID] = []
+        for name in self.index.names():
+            for _version, manifest_cid in self.index.versions(name).items():
+                cids.append(manifest_cid)
+                cids.extend(self.index.attestations(manifest_cid).values())
+        cids.extend(c for scope in self.index.scopes()
+                    if (c := self.index.scope_record(scope)) is not None)
+        return cids
+
+    def regenerate_into_store(self, manifest: Manifest) -> bool:
+        """Regenerate a package from its document (which must be stored) and, if the tree is
+        exactly the manifest's package, store and pin it: no need to download package blocks.
+        Returns whether it reproduced."""
+        doc = b"".join(exporter.read_file(self.store.get, manifest.doc))
+        rebuilt = build_tree(generate(doc, manifest.generator).files)
+        if rebuilt.root != manifest.package:
+            return False
+        self._store_pinned(rebuilt.blocks, rebuilt.root, recursive=True)
+        return True
 
     def create_scope(self, scope: str, key: PublisherKey, *, now: int) -> CID:
         """Create ``scope`` owned by ``key``."""
