@@ -6,11 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 JS_DIR := tests/interop/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed-$(shell cat $(JS_DIR)/package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
+# js-libp2p 2.x (gossipsub interop) needs its own tree: Helia above pulls in the 3.x line.
+JS2_DIR := tests/interop/jslibp2p
+JS2_STAMP := $(JS2_DIR)/node_modules/.installed-$(shell cat $(JS2_DIR)/package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
 DEMO_HOME ?= $(CURDIR)/.dre-demo
 
 .PHONY: setup system-deps run test lint wheel-check bench clean
 
-setup: $(STAMP) $(JS_STAMP)
+setup: $(STAMP) $(JS_STAMP) $(JS2_STAMP)
 
 system-deps:
 	@bash .ci/system-deps
@@ -24,6 +27,10 @@ $(STAMP): pyproject.toml
 
 $(JS_STAMP): $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(JS2_STAMP): $(JS2_DIR)/package-lock.json
+	cd $(JS2_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The main job: a node home with the example packages published from their documents, one
@@ -64,4 +71,4 @@ bench: setup
 	$(PY) simulations/bench_add.py
 
 clean:
-	rm -rf $(VENV) $(JS_DIR)/node_modules $(DEMO_HOME) build dist *.egg-info
+	rm -rf $(VENV) $(JS_DIR)/node_modules $(JS2_DIR)/node_modules $(DEMO_HOME) build dist *.egg-info
