@@ -11,15 +11,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 from dre.protocol import exporter
 from dre.protocol.cid import CID, parse_cid
-from dre.protocol.errors import DreError, ValidationError
+from dre.protocol.errors import DreError, NotFoundError, ValidationError
 from dre.protocol.importer import PROFILE_V0, PROFILE_V1
-from dre.protocol.links import links_of
+from dre.protocol.links import iter_dag, links_of
 from dre.storage.blockstore import BlockStore, PinKind
 from dre.storage.car_io import export_car, import_car
 from dre.storage.fsutil import write_atomically
 from dre.storage.importing import import_path, scan_path
 from dre.storage.repo import Repo
 
+from .node_cli import fetch_from_network, local_node_running
 from .output import emit_json, json_option, progress_bar
 
 if TYPE_CHECKING:
@@ -106,11 +107,29 @@ def add(path: Path, cid_version: str, only_hash: bool, hidden: bool, pin: bool, 
                        f"added {entry.cid} {result.name}")
 
 
+def _ensure_local(target: str) -> None:
+    """Fetch ``target``'s DAG through the running node when the local store lacks part of it.
+
+    Without a running node this does nothing (the command then reports what is missing).
+    """
+    root, _inner = _split_cid_path(target)
+    with _ctx().open_repo() as repo:
+        try:
+            for _ in iter_dag(repo.store.get, root):
+                pass
+            return
+        except NotFoundError:
+            pass
+    if local_node_running():
+        fetch_from_network(str(root))
+
+
 @click.command()
 @click.argument("target")
 @json_option
 def cat(target: str, as_json: bool) -> None:
-    """Print the bytes of a file: CID or CID/path/inside."""
+    """Print the bytes of a file: CID or CID/path/inside (fetched through the node if needed)."""
+    _ensure_local(target)
     with _ctx().open_repo() as repo:
         cid = _resolve(repo.store, target)
         info = exporter.stat(repo.store.get, cid)
@@ -164,7 +183,9 @@ def _materialize(store: BlockStore, cid: CID, dest: Path, advance: Any) -> int:
               help="Where to write (default: the last path segment, or the CID).")
 @json_option
 def get(target: str, output: Path | None, as_json: bool) -> None:
-    """Write a file or a whole directory tree out of the store."""
+    """Write a file or a whole directory tree out of the store (fetched through the node if
+    needed)."""
+    _ensure_local(target)
     with _ctx().open_repo() as repo:
         cid = _resolve(repo.store, target)
         info = exporter.stat(repo.store.get, cid)

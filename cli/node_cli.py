@@ -145,12 +145,20 @@ def _no_node(home: Path) -> str:
 
 def _get_json(home: Path, target: _Target, path: str) -> Any:
     """GET ``path`` from the target node's API: its JSON, or DreError as one line."""
+    return api_call(home, target, path)
+
+
+def api_call(home: Path, target: _Target, path: str, *, method: str = "GET",
+             body: Any = None, timeout: float = _TIMEOUT) -> Any:
+    """Call the target node's API: its JSON answer, or DreError as one line."""
     url = f"{target.url}{path}"
+    content = msgspec.json.encode(body) if body is not None else None
     # A local node is on loopback: a proxy from the environment would only get in the way.
     try:
         with (
-            httpx.Client(timeout=_TIMEOUT, trust_env=not target.local) as client,
-            client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+            httpx.Client(timeout=timeout, trust_env=not target.local) as client,
+            client.stream(method, url, headers={"Accept": "application/json"},
+                          content=content) as response,
         ):
             body = bytearray()
             for chunk in response.iter_bytes():
@@ -163,7 +171,7 @@ def _get_json(home: Path, target: _Target, path: str) -> Any:
             raise DreError(_no_node(home)) from None
         raise DreError(f"cannot reach the node at {target.url}: {exc}") from None
     except httpx.TimeoutException:
-        raise DreError(f"the node at {target.url} did not answer within {_TIMEOUT:g} s") from None
+        raise DreError(f"the node at {target.url} did not answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise DreError(f"talking to the node at {target.url} failed: {exc}") from None
     try:
@@ -335,6 +343,82 @@ def registry_list(as_json: bool) -> None:
     for row in rows:
         mark = "*" if row["default"] else " "
         click.echo(f"{mark} {row['name']:<16} {row['url']}")
+
+
+def node_target(api: str | None = None) -> tuple[Path, _Target]:
+    """The home and the node the CLI talks to (``--api``, the default registry, or the node
+    running on the local home)."""
+    home = _ctx().home
+    return home, _target(home, api)
+
+
+def local_node_running() -> bool:
+    """Whether a node runs on the local home (its api file and live pid)."""
+    return read_api_url(_ctx().home) is not None
+
+
+def fetch_from_network(cid: str) -> dict[str, Any]:
+    """Have the local node fetch the DAG under ``cid`` from its peers (verified, pinned)."""
+    home, target = node_target()
+    result: dict[str, Any] = api_call(home, target, f"/api/v1/fetch/{cid}", method="POST",
+                                      timeout=600.0)
+    return result
+
+
+def resolve_on_network(name: str) -> dict[str, Any]:
+    """Have the local node find peers that hold ``name`` and sync their records."""
+    home, target = node_target()
+    result: dict[str, Any] = api_call(home, target, f"/api/v1/resolve/{name}", method="POST",
+                                      timeout=120.0)
+    return result
+
+
+api_option = click.option("--api", default=None,
+                          help="Node API URL or registry name (default: the local node).")
+
+
+@registry_group.command("peers")
+@api_option
+@json_option
+def registry_peers(api: str | None, as_json: bool) -> None:
+    """Peers the node is connected to."""
+    home, target = node_target(api)
+    doc = api_call(home, target, "/api/v1/registry/peers")
+    if as_json:
+        emit_json(doc)
+        return
+    for peer in doc["peers"]:
+        click.echo(peer)
+
+
+@registry_group.command("federate")
+@click.argument("multiaddr")
+@api_option
+@json_option
+def registry_federate(multiaddr: str, api: str | None, as_json: bool) -> None:
+    """Connect the node to a peer by address, sync with it, and remember it."""
+    home, target = node_target(api)
+    doc = api_call(home, target, "/api/v1/registry/federate", method="POST",
+                   body={"addr": multiaddr}, timeout=120.0)
+    if as_json:
+        emit_json(doc)
+    else:
+        click.echo(f"federated with {doc['peer']}: {doc['received']} new records")
+
+
+@registry_group.command("sync")
+@api_option
+@json_option
+def registry_sync(api: str | None, as_json: bool) -> None:
+    """Reconcile records with every connected peer now."""
+    home, target = node_target(api)
+    doc = api_call(home, target, "/api/v1/registry/sync", method="POST", timeout=300.0)
+    if as_json:
+        emit_json(doc)
+        return
+    for peer, result in doc["peers"].items():
+        outcome = result["error"] or f"{result['received']} new records"
+        click.echo(f"{peer}: {outcome}")
 
 
 def register(group: click.Group) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -15,6 +16,7 @@ from dre.protocol.cid import CID
 from dre.protocol.errors import DreError, NotFoundError, ValidationError
 from dre.protocol.generator import generate, validate
 from dre.protocol.keys import PublisherKey, public_key_from_peer_id
+from dre.protocol.links import iter_dag
 from dre.protocol.packages import build_file, build_tree, manifest_summary
 from dre.protocol.resolve import Candidate, resolve
 from dre.protocol.semver import parse_range, parse_version
@@ -23,6 +25,7 @@ from dre.storage.importing import SOURCE_DIR, SOURCE_DOC, read_package_dir
 from dre.storage.keystore import Keystore
 from dre.storage.registry import LocalRegistry, VerifyReport
 
+from .node_cli import fetch_from_network, local_node_running, resolve_on_network
 from .output import emit_json, json_option
 
 if TYPE_CHECKING:
@@ -391,11 +394,16 @@ def install(spec: str, output: Path, as_json: bool) -> None:
     parse_range(wanted)  # a clear error before any lookup
     if output.exists():
         raise ValidationError(f"{output} already exists; choose another --output")
+    network = local_node_running()
     with _ctx().open_repo() as repo:
         registry = LocalRegistry(repo)
 
         def catalog(package: str) -> list[Candidate]:
             found = []
+            if network and not registry.versions(package):
+                # Unknown here: ask the network (DHT name key, then sync with its holders).
+                with contextlib.suppress(NotFoundError):
+                    resolve_on_network(package)
             for version, cid in registry.versions(package):
                 manifest = registry.manifest(cid)
                 found.append(Candidate(name=package, version=parse_version(version),
@@ -411,6 +419,8 @@ def install(spec: str, output: Path, as_json: bool) -> None:
                 candidate = resolution.packages[package]
                 assert isinstance(candidate.key, CID)
                 manifest = registry.manifest(candidate.key)
+                if network and not _complete(repo.store.get, manifest.package):
+                    fetch_from_network(str(manifest.package))
                 target = tmp.joinpath(*package.split("/"))
                 _write_tree(repo.store.get, manifest.package, target)
                 installed.append({"name": package, "version": str(candidate.version),
@@ -425,6 +435,16 @@ def install(spec: str, output: Path, as_json: bool) -> None:
         return
     for item in installed:
         click.echo(f"installed {item['name']}@{item['version']} ({item['package']})")
+
+
+def _complete(get: Any, root: CID) -> bool:
+    """Whether every block of the DAG under ``root`` is in the local store."""
+    try:
+        for _ in iter_dag(get, root):
+            pass
+    except NotFoundError:
+        return False
+    return True
 
 
 def _write_tree(get: Any, root: CID, target: Path) -> None:

@@ -92,6 +92,14 @@ class HostHandle:
         """Peer IDs we have at least one open connection to."""
         return [str(p) for p in self.host.get_connected_peers()]
 
+    def peer_addrs(self, peer_id: str) -> list[str]:
+        """The addresses the peerstore knows for ``peer_id`` (without ``/p2p/``)."""
+        try:
+            addrs = self.host.get_peerstore().addrs(ID.from_base58(peer_id))
+        except Exception:  # py-libp2p raises PeerStoreError for an unknown peer
+            return []
+        return [str(a) for a in addrs]
+
     async def connect(self, address: str) -> str:
         """Connect to the peer at ``address`` (a multiaddr ending in ``/p2p/<peer ID>``).
 

@@ -22,9 +22,11 @@ from importlib import metadata
 from typing import Any
 
 import msgspec
+import trio
 from dre.protocol.cid import parse_cid
 from dre.protocol.docformat import check_name
 from dre.protocol.errors import DreError, IntegrityError, NotFoundError, ValidationError
+from dre.protocol.links import links_of
 from dre.protocol.packages import manifest_summary
 from dre.storage.registry import LocalRegistry
 from dre.storage.repo import Repo
@@ -35,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .config import NodeConfig
+from .peers import remember_peer
 
 __all__ = [
     "API_PREFIX",
@@ -70,7 +73,13 @@ class NodeState:
     p2p: bool = False
     #: Connected peers; the libp2p host service replaces this hook.
     peer_count: Callable[[], int] = lambda: 0
+    #: The network side of the registry (gossip, DHT, block exchange, sync) once it runs.
+    network: Any = None
     started: float = field(default_factory=time.monotonic)
+
+    def remember_peer(self, addr: str) -> None:
+        """Remember a federated peer in the home, to dial it again at the next start."""
+        remember_peer(self.repo.home, addr)
 
 
 class NodeStatus(msgspec.Struct, frozen=True):
@@ -195,6 +204,66 @@ def make_app(state: NodeState) -> Starlette:
             )
         )
 
+    def _network() -> Any:
+        if state.network is None:
+            raise DreError("this node runs without libp2p (started with networking off)")
+        return state.network
+
+    async def _json_body(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        try:
+            value = msgspec.json.decode(body) if body else {}
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValidationError("request body must be a JSON object")
+        return value
+
+    async def list_peers(request: Request) -> Response:
+        network = _network()
+        peers = network.handle.connected_peers() if network.handle else []
+        return _JSON({"peers": sorted(peers), "stats": network.stats})
+
+    async def federate(request: Request) -> Response:
+        body = await _json_body(request)
+        addr = body.get("addr")
+        if not isinstance(addr, str) or not addr or len(addr) > 1024:
+            raise ValidationError("give the peer's multiaddr as {\"addr\": \"/ip4/.../p2p/...\"}")
+        network = _network()
+        peer = await network.handle.connect(addr)
+        summary = await network.sync.sync_with(peer)
+        state.remember_peer(addr)
+        return _JSON({"peer": peer, "received": summary.received})
+
+    async def sync_now(request: Request) -> Response:
+        network = _network()
+        results = {}
+        for peer in sorted(network.handle.connected_peers()):
+            try:
+                summary = await network.sync.sync_with(peer)
+                results[peer] = {"received": summary.received, "error": None}
+            except DreError as exc:
+                results[peer] = {"received": 0, "error": str(exc)}
+        return _JSON({"peers": results})
+
+    async def fetch(request: Request) -> Response:
+        cid = parse_cid(request.path_params["cid"])
+        network = _network()
+        fetched = await network.fetch(cid)
+        await trio.to_thread.run_sync(
+            lambda: state.repo.store.pin_add(cid, recursive=True, links_of=links_of))
+        return _JSON({"cid": str(cid), "fetched_blocks": fetched})
+
+    async def resolve(request: Request) -> Response:
+        name = request.path_params["name"]
+        check_name(name)
+        received = await _network().resolve_name(name)
+        versions = LocalRegistry(state.repo).versions(name)
+        if not versions:
+            raise NotFoundError(f"no peer in the network announced {name!r}")
+        return _JSON({"name": name, "received": received,
+                      "versions": [_VersionRef(v, str(c)) for v, c in versions]})
+
     async def on_dre_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, ValidationError):
             return _error(400, str(exc))
@@ -222,6 +291,11 @@ def make_app(state: NodeState) -> Starlette:
         Route(f"{API_PREFIX}/packages", list_packages, methods=["GET"]),
         # `:path` so a scoped name's slash (`@acme/retry`) stays part of the name.
         Route(f"{API_PREFIX}/packages/{{name:path}}", get_package, methods=["GET"]),
+        Route(f"{API_PREFIX}/registry/peers", list_peers, methods=["GET"]),
+        Route(f"{API_PREFIX}/registry/federate", federate, methods=["POST"]),
+        Route(f"{API_PREFIX}/registry/sync", sync_now, methods=["POST"]),
+        Route(f"{API_PREFIX}/fetch/{{cid}}", fetch, methods=["POST"]),
+        Route(f"{API_PREFIX}/resolve/{{name:path}}", resolve, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

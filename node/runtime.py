@@ -58,6 +58,8 @@ from .config import (
 from .host import HostHandle, open_host
 from .http_api import NodeState, make_app
 from .identity import node_identity
+from .peers import load_peers
+from .registry_service import RegistryService
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own (newer) annotations for
@@ -113,6 +115,8 @@ class Node:
         #: The running libp2p host (for the services that build on it), once started.
         self.host: HostHandle | None = None
         self.state: NodeState | None = None
+        #: The registry's network service (gossip, DHT, block exchange, sync), once running.
+        self.registry_service: RegistryService | None = None
         self._key: PublisherKey | None = None
         self._live = 0
         self._stopped = trio.Event()
@@ -186,8 +190,9 @@ class Node:
                     nursery.start_soon(self._watch_signals, signal_aiter, nursery.cancel_scope)
                 for service in self._services():
                     await nursery.start(self._run_service, service, state)
-                if self.host is not None and self.config.bootstrap:
-                    nursery.start_soon(self._bootstrap, self.host, self.config.bootstrap)
+                peers = (*self.config.bootstrap, *load_peers(self.home))
+                if self.host is not None and peers:
+                    nursery.start_soon(self._bootstrap, self.host, peers)
                 if state.http_url is not None:
                     _write_api_file(self.home, state.http_url)
                 self._announce(state)
@@ -207,6 +212,7 @@ class Node:
         services: list[Service] = [self._serve_http]
         if self.p2p:
             services.append(self._run_host)
+            services.append(self._run_registry)
         return services
 
     async def _run_service(
@@ -245,13 +251,6 @@ class Node:
         if state.http_url is not None:
             self._echo(f"HTTP API {state.http_url}")
         self._echo("node running; Ctrl+C or SIGTERM stops it")
-
-    def _persist_peers(self, handle: HostHandle) -> None:
-        """Hook, called while the host is still up at shutdown: remember the peers we are
-        connected to in the home, to dial them on the next start.
-
-        Not written yet; the sync/federation work (``dre registry federate``) fills it in.
-        """
 
     # -- services ---------------------------------------------------------------------------------
 
@@ -310,8 +309,16 @@ class Node:
             state.peer_count = lambda: len(handle.connected_peers())
             task_status.started()
             await self.shutdown.wait()
-            self._persist_peers(handle)
             state.p2p = False
+
+    async def _run_registry(self, state: NodeState, *, task_status: TaskStatus[None]) -> None:
+        assert self.host is not None and self._key is not None
+        service = RegistryService(state.repo, self._key, network=self.config.network,
+                                  verify_policy=self.config.verify)
+        self.registry_service = service
+        state.network = service
+        await service.run(self.host, self.shutdown, task_status=task_status)
+        state.network = None
 
     async def _bootstrap(self, handle: HostHandle, addrs: tuple[str, ...]) -> None:
         # One at a time and only logged on failure: a bootstrap peer being down is normal.

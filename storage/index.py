@@ -30,11 +30,15 @@ import lmdb
 from dre.protocol.cid import CID, cid_from_bytes, cid_to_bytes
 from dre.protocol.errors import DreError
 
-__all__ = ["RegistryIndex"]
+__all__ = ["LogConflict", "RegistryIndex"]
 
 _SUBDBS = (b"versions", b"owners", b"scopes", b"attestations", b"log")
 _MAP_SIZE = 1 << 30
 _SEQ = struct.Struct(">Q")
+
+
+class LogConflict(DreError):
+    """Another writer (another process on the same home) appended to the log first."""
 
 
 def _version_key(name: str, version: str) -> bytes:
@@ -179,7 +183,7 @@ class RegistryIndex:
             cursor = txn.cursor()
             expected = _SEQ.unpack(bytes(cursor.key()))[0] + 1 if cursor.last() else 0
             if seq != expected:
-                raise DreError(f"audit log entry {seq} does not follow the head {expected - 1}")
+                raise LogConflict(f"audit log entry {seq} does not follow the head {expected - 1}")
             txn.put(_SEQ.pack(seq), cid_to_bytes(entry))
 
     def log_entries(self, *, start: int = 0) -> Iterator[tuple[int, CID]]:

@@ -47,7 +47,11 @@ from dre.protocol.records import (
 from dre.protocol.semver import parse_version
 from dre.protocol.treediff import TreeDiff, diff_trees, flatten_tree
 
+from .index import LogConflict
 from .repo import Repo
+
+#: Appends to the audit log retried when another process appended first.
+_LOG_ATTEMPTS = 20
 
 __all__ = ["LocalRegistry", "PublishResult", "VerifyReport"]
 
@@ -159,13 +163,26 @@ class LocalRegistry:
 
     def _log(self, kind: str, subject: str, record: CID, signer: str, action: str,
              now: int) -> None:
-        head = self.index.log_head()
-        seq, previous = (0, None) if head is None else (head[0] + 1, head[1])
-        entry = encode_entry(LogEntry(seq=seq, kind=kind,  # type: ignore[arg-type]
-                                      subject=subject, record=record, signer=signer,
-                                      action=action, time=now, previous=previous))
-        self._store_pinned([entry], entry.cid, recursive=False)
-        self.index.append_log(seq, entry.cid)
+        # The CLI and a running node may both append (two processes, one home): the index
+        # refuses an entry that does not follow the head, and we chain onto the new head.
+        for _attempt in range(_LOG_ATTEMPTS):
+            head = self.index.log_head()
+            seq, previous = (0, None) if head is None else (head[0] + 1, head[1])
+            entry = encode_entry(LogEntry(seq=seq, kind=kind,  # type: ignore[arg-type]
+                                          subject=subject, record=record, signer=signer,
+                                          action=action, time=now, previous=previous))
+            self._store_pinned([entry], entry.cid, recursive=False)
+            try:
+                self.index.append_log(seq, entry.cid)
+                return
+            except LogConflict:
+                self.store.pin_rm(entry.cid)  # an entry nobody links to: garbage
+        raise DreError("the audit log is busy; try again")
+
+    def log_from(self, start: int) -> Iterator[LogEntry]:
+        """Audit log entries from sequence number ``start`` (each block verified)."""
+        for _seq, cid in self.index.log_entries(start=start):
+            yield decode_entry(Block(cid, self.store.get(cid)))
 
     def log(self) -> Iterator[LogEntry]:
         """The audit log, oldest first; each entry's hash link to its predecessor is checked."""
@@ -281,13 +298,18 @@ class LocalRegistry:
     # -- records from peers --------------------------------------------------------------------
 
     def authorize_remote(self, block: Block) -> None:
-        """Raise unless a record received from a peer may be accepted here.
+        """Raise unless a record received from a peer may be accepted here (see
+        :meth:`check_remote`)."""
+        opened = open_record(block)
+        self.check_remote(opened.record, opened.signer, block.cid)
+
+    def check_remote(self, record: Manifest | ScopeRecord | Attestation, signer: str,
+                     cid: CID | None = None) -> None:
+        """Raise AuthorizationError unless ``record`` (already verified) may be accepted here.
 
         The same rules as for local operations (``specs/registry.md`` §2, §3), so a record that
         would be refused here is also not forwarded (gossip validators call this).
         """
-        opened = open_record(block)
-        record, signer = opened.record, opened.signer
         if isinstance(record, Manifest):
             scope_name = scope_of(record.name)
             check_publisher(
@@ -296,18 +318,21 @@ class LocalRegistry:
                 now=record.time,
             )
             existing = self.index.manifest_cid(record.name, record.version)
-            if existing is not None and existing != block.cid:
+            if existing is not None and (existing != cid if cid is not None
+                                         else self.manifest(existing) != record):
                 raise AuthorizationError(
                     f"{record.name}@{record.version} is already {existing} here; versions are "
                     "immutable"
                 )
         elif isinstance(record, ScopeRecord):
             current = self.scope(record.scope)
-            if current is None or self.index.scope_record(record.scope) != block.cid:
+            # Re-announcing the current record is fine; replacing it follows the rules.
+            if current != record:
                 check_scope_update(current, record, signer)
 
-    def accept_record(self, block: Block, *, now: int) -> bool:
-        """Store and index a signed record received from a peer; False if it was already known.
+    def accept_record(self, block: Block, *, now: int) -> str | None:
+        """Store and index a signed record received from a peer; its kind, or None if it was
+        already known.
 
         Raises IntegrityError for a bad record and AuthorizationError for one these rules refuse;
         nothing is written then.
@@ -317,26 +342,26 @@ class LocalRegistry:
         record, signer = opened.record, opened.signer
         if isinstance(record, Manifest):
             if self.index.manifest_cid(record.name, record.version) == block.cid:
-                return False
+                return None
             self._store_pinned([block], block.cid, recursive=False)
             scoped = scope_of(record.name) is not None
             if not self.index.add_version(record.name, record.version, block.cid,
                                           owner=None if scoped else signer):
-                return False
+                return None
             self._log("publish", f"{record.name}@{record.version}", block.cid, signer,
                       "received", now)
-            return True
+            return MANIFEST
         if isinstance(record, ScopeRecord):
             if self.index.scope_record(record.scope) == block.cid:
-                return False
+                return None
             self._install_scope(block, record, signer, now=now, action="received")
-            return True
+            return SCOPE
         assert isinstance(record, Attestation)
         if self.index.attestations(record.manifest).get(signer) == block.cid:
-            return False
+            return None
         self._store_pinned([block], block.cid, recursive=False)
         self.index.add_attestation(record.manifest, signer, block.cid)
-        return True
+        return ATTESTATION
 
     def record_cids(self) -> list[CID]:
         """Every signed record this node holds (manifests, current scopes, attestations): the
