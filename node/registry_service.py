@@ -38,6 +38,7 @@ from dre.storage.registry import LocalRegistry
 from dre.storage.repo import Repo
 
 from .blockexchange import BlockExchange, open_block_exchange
+from .dagfetch import DagFetcher
 from .dht import Dht, open_dht
 from .gossip import Accepted, Gossip, GossipRejected, open_gossip
 from .host import HostHandle
@@ -58,6 +59,8 @@ OUTBOX_POLL = 0.25
 SYNC_INTERVAL = 30.0
 #: How often the service looks for newly connected peers to sync with.
 CONNECT_POLL = 0.5
+#: A peer that sent bad data this many times is not asked again.
+_MAX_OFFENCES = 1
 #: Bound on fetching one DAG for the inbox's verification.
 FETCH_TIMEOUT = 60.0
 
@@ -78,6 +81,9 @@ class RegistryService:
         self.dht: Dht | None = None
         self.exchange: BlockExchange | None = None
         self.sync: SyncService | None = None
+        self.dagfetch: DagFetcher | None = None
+        #: Peers that sent bad data over DAG-at-once, with their offences.
+        self.penalties: dict[str, list[str]] = {}
         #: Counts for status and tests.
         self.stats: dict[str, int] = {"announced": 0, "received": 0, "rejected": 0,
                                       "verified": 0, "reproduced": 0, "fetched_blocks": 0}
@@ -104,6 +110,8 @@ class RegistryService:
                 get_record=self._get_record, accept=self._accept_synced,
             )
             self.sync.install()
+            self.dagfetch = DagFetcher(handle, self.repo.store, penalize=self._penalize)
+            self.dagfetch.install()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._outbox)
                 nursery.start_soon(self._inbox)
@@ -286,12 +294,29 @@ class RegistryService:
                     await self._connect_peer(peer)
                 except DreError:
                     continue
+        providers = [p for p in providers if len(self.penalties.get(p, ())) < _MAX_OFFENCES]
         if not providers:
             raise NotFoundError(f"no peer has {root}: no DHT providers and no connected peers")
         with trio.fail_after(FETCH_TIMEOUT):
-            count = await self.exchange.fetch_dag(root, providers, progress=progress)
+            count = await self._fetch_whole(root, providers, progress)
         self.stats["fetched_blocks"] += count
         return count
+
+    async def _fetch_whole(self, root: CID, providers: list[str], progress: Any) -> int:
+        # DAG-at-once from the first DRE provider that has all of it (one stream, no per-block
+        # round trips); Bitswap across all providers for what is left (Kubo, Helia, partial
+        # holders). Blocks already stored are never fetched twice.
+        assert self.exchange is not None and self.dagfetch is not None
+        for peer in providers:
+            try:
+                return await self.dagfetch.fetch(peer, root, progress=progress)
+            except DreError as exc:
+                _log.info("DAG-at-once of %s from %s: %s", root, peer, exc)
+        return await self.exchange.fetch_dag(root, providers, progress=progress)
+
+    def _penalize(self, peer: str, why: str) -> None:
+        _log.warning("peer %s sent bad data: %s", peer, why)
+        self.penalties.setdefault(peer, []).append(why)
 
     async def _connect_peer(self, peer_id: str) -> None:
         """Dial a peer known only by ID, through the addresses the peerstore has for it (the
