@@ -122,6 +122,9 @@ class CarDecoder:
         self.max_header_size = max_header_size
         self._buffer = bytearray()
         self._offset = 0  # absolute offset in the stream of self._buffer[0]
+        # Consumed bytes at the front of the buffer. Dropped once per receive_data(), not per
+        # section: deleting from a bytearray's front moves everything after it.
+        self._pos = 0
         self._eof = False
         self._header: CarHeader | None = None
         self._done = False
@@ -136,7 +139,7 @@ class CarDecoder:
     @property
     def offset(self) -> int:
         """Stream offset of the first byte not yet consumed."""
-        return self._offset
+        return self._offset + self._pos
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the stream; ``b""`` means the stream has ended."""
@@ -145,11 +148,15 @@ class CarDecoder:
         if not data:
             self._eof = True
             return
-        if len(self._buffer) + len(data) > self._max_buffer:
+        if len(self._buffer) - self._pos + len(data) > self._max_buffer:
             raise LocalProtocolError(
                 f"CAR decoder buffer would exceed {self._max_buffer} bytes: "
                 "drain next_event() before feeding more"
             )
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._offset += self._pos
+            self._pos = 0
         self._buffer += data
 
     def next_event(self) -> CarEvent:
@@ -169,18 +176,20 @@ class CarDecoder:
 
     def _next(self) -> CarEvent:
         buffer = self._buffer
-        start = self._offset
+        pos = self._pos
+        start = self._offset + pos
+        available = len(buffer) - pos
         try:
-            prefix = varint.try_decode(buffer)
+            prefix = varint.try_decode(buffer, pos)
         except IntegrityError:
             raise self._fail("bad section length varint", start) from None
         if prefix is None:
             if not self._eof:
                 return NEED_DATA
-            if not buffer and self._header is not None:
+            if not available and self._header is not None:
                 self._done = True
                 return END_OF_CAR
-            raise self._fail("CAR truncated", start + len(buffer))
+            raise self._fail("CAR truncated", start + available)
         length, body = prefix
         in_header = self._header is None
         limit = self.max_header_size if in_header else self.max_block_size + _MAX_CID_SIZE
@@ -192,16 +201,14 @@ class CarDecoder:
         end = body + length
         if len(buffer) < end:
             if self._eof:
-                raise self._fail("CAR truncated", start + len(buffer))
+                raise self._fail("CAR truncated", start + available)
             return NEED_DATA
-        section = bytes(buffer[body:end])
-        del buffer[:end]
-        self._offset = start + end
+        self._pos = end
         if in_header:
-            header = self._parse_header(section, start)
+            header = self._parse_header(bytes(buffer[body:end]), start)
             self._header = header
             return header
-        return self._parse_block(section, start + body)
+        return self._parse_block(buffer, body, end, self._offset + body)
 
     def _parse_header(self, section: bytes, start: int) -> CarHeader:
         try:
@@ -226,16 +233,21 @@ class CarDecoder:
             raise self._fail(f"CAR header has unexpected fields {extra}", start)
         return CarHeader(1, tuple(roots))
 
-    def _parse_block(self, section: bytes, at: int) -> Block:
+    def _parse_block(self, buffer: bytearray, body: int, end: int, at: int) -> Block:
         try:
-            cid, cid_end = read_cid(section)
+            cid, cid_end = read_cid(buffer, body)
         except IntegrityError as exc:
             raise self._fail(f"bad CID in CAR section ({exc})", at) from None
-        data = section[cid_end:]
-        if len(data) > self.max_block_size:
+        if cid_end > end:
+            raise self._fail("bad CID in CAR section (longer than the section)", at)
+        if end - cid_end > self.max_block_size:
             raise self._fail(
-                f"CAR block of {len(data)} bytes exceeds the {self.max_block_size}-byte limit", at
+                f"CAR block of {end - cid_end} bytes exceeds the {self.max_block_size}-byte "
+                "limit", at
             )
+        # One copy out of the receive buffer (a slice of a bytearray would be a second).
+        with memoryview(buffer) as view:
+            data = bytes(view[cid_end:end])
         if self.verify:
             try:
                 verify_block(cid, data)

@@ -110,7 +110,7 @@ _CID_CACHE_SIZE = 16384
 _cid_cache: dict[bytes, CID] = {}
 
 
-def read_cid(data: bytes, offset: int = 0) -> tuple[CID, int]:
+def read_cid(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[CID, int]:
     """Parse a binary CID that starts at ``data[offset]``; return it and the offset after it.
 
     CIDv0 is a bare 34-byte sha2-256 multihash (``0x12 0x20 ...``); CIDv1 is
