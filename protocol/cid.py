@@ -152,9 +152,12 @@ def read_cid(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[CID
     if hashfun is None:
         try:
             hashfun = multihash.get(code=hash_code)
+            # Looked up here because multiformats loads a hash function's implementation on
+            # first use and raises ImportError for optional ones (keccak without pycryptodome).
+            hashfun.max_digest_size  # noqa: B018
         except Exception:
             raise IntegrityError(
-                f"CID at byte {offset}: unknown hash function 0x{hash_code:x}"
+                f"CID at byte {offset}: unknown or unsupported hash function 0x{hash_code:x}"
             ) from None
         _hashes[hash_code] = hashfun
     if hashfun.max_digest_size is not None and length > hashfun.max_digest_size:

@@ -315,3 +315,11 @@ def test_decode_mutated_bytes(value: Any, draw: st.DataObject) -> None:
 @given(st.lists(st.sampled_from([0x80, 0x81, 0x9F, 0xA1, 0xBF, 0x61, 0x41, 0x00, 0xD8, 0x2A])))
 def test_decode_structural_bytes(parts: list[int]) -> None:
     _check_decode(bytes(parts))
+
+
+def test_cid_with_an_optional_hash_function_is_an_integrity_error() -> None:
+    # keccak-256 (0x1b) needs pycryptodome in multiformats: its absence must not leak out as an
+    # ImportError from a peer's bytes.
+    raw = b"\x01\x55\x1b\x20" + bytes(32)
+    with pytest.raises(IntegrityError, match="hash function 0x1b"):
+        cid_mod.cid_from_bytes(raw)
