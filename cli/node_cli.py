@@ -25,7 +25,7 @@ from dre.node.config import (
     read_api_url,
 )
 from dre.protocol.errors import DreError, NotFoundError, ValidationError
-from dre.storage.fsutil import write_atomically
+from dre.storage.fsutil import read_json_file, write_atomically
 from dre.storage.repo import Repo
 
 from .output import emit_json, json_option
@@ -90,19 +90,8 @@ def _registries_path(home: Path) -> Path:
 
 def _load_registries(home: Path) -> _Registries:
     path = _registries_path(home)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(_MAX_REGISTRIES_BYTES + 1)
-    except FileNotFoundError:
-        return _Registries()
-    if len(raw) > _MAX_REGISTRIES_BYTES:
-        raise DreError(f"{path} is larger than {_MAX_REGISTRIES_BYTES} bytes")
-    try:
-        doc = msgspec.json.decode(raw, type=_Registries)
-    except msgspec.ValidationError as exc:
-        raise DreError(f"invalid {path}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise DreError(f"{path} is not valid JSON: {exc}") from None
+    doc = read_json_file(path, _Registries, max_bytes=_MAX_REGISTRIES_BYTES,
+                         default=_Registries())
     if doc.version != _REGISTRIES_VERSION:
         raise DreError(f"{path} has version {doc.version}; this dre reads {_REGISTRIES_VERSION}")
     return doc

@@ -495,6 +495,21 @@ def scope_create(name: str, key_name: str, as_json: bool) -> None:
         click.echo(f"created scope {name} owned by {key.peer_id} ({cid})")
 
 
+def _change_owners(action: str, name: str, owner: str, key_name: str, as_json: bool) -> None:
+    key = _key(key_name)
+    peer = _peer_id(owner)
+    with _ctx().open_repo() as repo:
+        registry = LocalRegistry(repo)
+        change = registry.grant if action == "grant" else registry.revoke
+        cid = change(name, key, peer, now=_now())
+        out = _scope_json(cid, registry, name)
+    if as_json:
+        emit_json(out)
+    else:
+        done = "granted" if action == "grant" else "revoked"
+        click.echo(f"{done} {peer} in {name} (version {out['version']})")
+
+
 @scope.command("grant")
 @click.argument("name")
 @click.argument("owner")
@@ -502,16 +517,7 @@ def scope_create(name: str, key_name: str, as_json: bool) -> None:
 @json_option
 def scope_grant(name: str, owner: str, key_name: str, as_json: bool) -> None:
     """Let another key (peer ID or keystore name) publish in a scope."""
-    key = _key(key_name)
-    peer = _peer_id(owner)
-    with _ctx().open_repo() as repo:
-        registry = LocalRegistry(repo)
-        cid = registry.grant(name, key, peer, now=_now())
-        out = _scope_json(cid, registry, name)
-    if as_json:
-        emit_json(out)
-    else:
-        click.echo(f"granted {peer} in {name} (version {out['version']})")
+    _change_owners("grant", name, owner, key_name, as_json)
 
 
 @scope.command("revoke")
@@ -521,16 +527,7 @@ def scope_grant(name: str, owner: str, key_name: str, as_json: bool) -> None:
 @json_option
 def scope_revoke(name: str, owner: str, key_name: str, as_json: bool) -> None:
     """Remove a key from a scope's owners."""
-    key = _key(key_name)
-    peer = _peer_id(owner)
-    with _ctx().open_repo() as repo:
-        registry = LocalRegistry(repo)
-        cid = registry.revoke(name, key, peer, now=_now())
-        out = _scope_json(cid, registry, name)
-    if as_json:
-        emit_json(out)
-    else:
-        click.echo(f"revoked {peer} from {name} (version {out['version']})")
+    _change_owners("revoke", name, owner, key_name, as_json)
 
 
 @scope.command("show")

@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 import msgspec
 import multiaddr  # py-libp2p's own multiaddr parser (a dependency of libp2p==0.8.1)
 from dre.protocol.errors import DreError, ValidationError
-from dre.storage.fsutil import write_atomically
+from dre.storage.fsutil import read_json_file, write_atomically
 
 __all__ = [
     "API_FILE",
@@ -193,21 +193,7 @@ def parse_http_address(text: str) -> tuple[str, int]:
 def load_config(home: Path) -> NodeConfig:
     """The node settings in ``<home>/node.json``, or the defaults if there is none."""
     path = home / CONFIG_FILE
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(_MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        return NodeConfig()
-    except OSError as exc:
-        raise DreError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > _MAX_CONFIG_BYTES:
-        raise DreError(f"{path} is larger than {_MAX_CONFIG_BYTES} bytes")
-    try:
-        config = msgspec.json.decode(raw, type=NodeConfig)
-    except msgspec.ValidationError as exc:
-        raise DreError(f"invalid {path}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise DreError(f"{path} is not valid JSON: {exc}") from None
+    config = read_json_file(path, NodeConfig, max_bytes=_MAX_CONFIG_BYTES, default=NodeConfig())
     try:
         return config.check()
     except ValidationError as exc:

@@ -18,6 +18,7 @@ import msgspec
 import platformdirs
 from dre.protocol.errors import DreError, ValidationError
 
+from .fsutil import read_json_file
 from .index import RegistryIndex
 from .lmdb_store import LmdbBlockStore
 
@@ -90,18 +91,7 @@ class Repo:
         config_path = home / _CONFIG_FILE
         if not config_path.is_file():
             raise DreError(f"no DRE home at {home}: run `dre init` first (or set DRE_HOME)")
-        try:
-            raw = config_path.read_bytes()[: _MAX_CONFIG_BYTES + 1]
-        except OSError as exc:
-            raise DreError(f"cannot read {config_path}: {exc.strerror}") from None
-        if len(raw) > _MAX_CONFIG_BYTES:
-            raise DreError(f"{config_path} is larger than {_MAX_CONFIG_BYTES} bytes")
-        try:
-            config = msgspec.json.decode(raw, type=RepoConfig)
-        except msgspec.ValidationError as exc:
-            raise DreError(f"invalid {config_path}: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise DreError(f"{config_path} is not valid JSON: {exc}") from None
+        config = read_json_file(config_path, RepoConfig, max_bytes=_MAX_CONFIG_BYTES)
         if config.version != CONFIG_VERSION:
             raise DreError(
                 f"{config_path} has version {config.version}; this dre reads {CONFIG_VERSION}"
