@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import trio
-from dre.protocol.car import CarDecoder, CarHeader, EndOfCar, NeedData, encode_block, encode_header
-from dre.protocol.cid import CID, Block, cid_from_bytes, cid_to_bytes
+from dre.protocol import varint
+from dre.protocol.car import CarDecoder, CarHeader, EndOfCar, NeedData, encode_header
+from dre.protocol.cid import CID, RAW, Block, cid_from_bytes, cid_to_bytes
 from dre.protocol.errors import IntegrityError, NotFoundError, RemoteProtocolError
 from dre.protocol.links import links_of
 from dre.storage.blockstore import BlockStore
@@ -72,12 +73,19 @@ class DagFetcher:
             if key in seen:
                 continue
             seen.add(key)
+            cid_bytes = cid_to_bytes(cid)
+
+            def frame(data: bytes | memoryview, cid: CID = cid, cid_bytes: bytes = cid_bytes
+                      ) -> tuple[bytes, list[CID]]:
+                head = varint.encode(len(cid_bytes) + len(data)) + cid_bytes
+                links = [] if cid.codec.code == RAW else links_of(cid, bytes(data))
+                return head + data, links
+
             try:
-                data = self.store.get(cid)
+                section, links = self.store.with_block(cid, frame)
             except NotFoundError:
                 break  # we hold only part of it: the requester sees an incomplete DAG
-            section = encode_block(cid, data)
-            stack.extend(reversed(links_of(cid, data)))
+            stack.extend(reversed(links))
             if len(section) >= compat.PREFERRED_WRITE_SIZE:
                 # A full-size leaf goes out as it is: no copying it into the buffer and out.
                 if buffer:

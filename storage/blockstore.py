@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import msgspec
 from dre.protocol.cid import (
@@ -38,6 +38,8 @@ from dre.protocol.cid import (
 from dre.protocol.errors import DreError, IntegrityError, NotFoundError, ValidationError
 
 from . import gc as _gc
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_BLOCK_SIZE",
@@ -206,6 +208,11 @@ class BlockStore(ABC):
         :class:`NotFoundError` if absent; :class:`IntegrityError` if the store was opened with
         ``verify_on_read`` and the stored bytes no longer hash to the key.
         """
+
+    def with_block(self, cid: CID, use: Callable[[bytes | memoryview], T]) -> T:
+        """``use(bytes of cid)``, where a store may pass a view into its storage instead of a
+        copy: ``use`` must not keep the view. Errors as for :meth:`get`."""
+        return use(self.get(cid))
 
     @abstractmethod
     def has(self, cid: CID) -> bool:

@@ -334,6 +334,21 @@ class LmdbBlockStore(BlockStore):
             )
         return bytes(data)
 
+    def with_block(self, cid: CID, use: Callable[[bytes | memoryview], T]) -> T:
+        if self._verify_on_read:
+            return use(self.get(cid))
+        mh = multihash_of(check_cid(cid))
+
+        def in_txn(txn: _BufTxn) -> T:
+            # A view into the map, valid only inside this read transaction: serving a block
+            # to a peer then costs one copy (into the outgoing message), not two.
+            view = txn.get(mh, db=self._blocks)
+            if view is None:
+                raise NotFoundError(f"block {_gc.cid_text(cid)} not found")
+            return use(view)
+
+        return self._read_buffers(in_txn)
+
     def has(self, cid: CID) -> bool:
         mh = multihash_of(check_cid(cid))
         return self._read(lambda txn: txn.get(mh, db=self._meta) is not None)

@@ -395,3 +395,13 @@ def test_gc_treats_recycled_pid_as_dead(store: BlockStore) -> None:
     store.put(raw_block(b"x"))
     if os.path.exists("/proc/self/stat"):
         assert store.gc(links_of).removed_blocks == 1
+
+
+def test_with_block_passes_the_bytes_and_not_found(store: BlockStore) -> None:
+    block = raw_block(b"viewed without a copy")
+    store.put(block)
+    assert store.with_block(block.cid, bytes) == block.data
+    assert store.with_block(block.cid, len) == len(block.data)
+    missing = raw_block(b"never stored")
+    with pytest.raises(NotFoundError, match="not found"):
+        store.with_block(missing.cid, bytes)
