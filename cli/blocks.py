@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 from dre.protocol import exporter
 from dre.protocol.cid import CID, parse_cid
-from dre.protocol.errors import DreError, NotFoundError, ValidationError
+from dre.protocol.errors import DreError, ValidationError
 from dre.protocol.importer import PROFILE_V0, PROFILE_V1
-from dre.protocol.links import iter_dag, links_of
+from dre.protocol.links import dag_complete, links_of
 from dre.storage.blockstore import BlockStore, PinKind
 from dre.storage.car_io import export_car, import_car
 from dre.storage.fsutil import write_atomically
@@ -110,18 +110,16 @@ def add(path: Path, cid_version: str, only_hash: bool, hidden: bool, pin: bool, 
 def _ensure_local(target: str) -> None:
     """Fetch ``target``'s DAG through the running node when the local store lacks part of it.
 
-    Without a running node this does nothing (the command then reports what is missing).
+    Without a running node this does nothing (the command then reports what is missing), and
+    costs nothing: the completeness walk reads every block, so it runs only when it can help.
     """
+    if not local_node_running():
+        return
     root, _inner = _split_cid_path(target)
     with _ctx().open_repo() as repo:
-        try:
-            for _ in iter_dag(repo.store.get, root):
-                pass
+        if dag_complete(repo.store.get, root):
             return
-        except NotFoundError:
-            pass
-    if local_node_running():
-        fetch_from_network(str(root))
+    fetch_from_network(str(root))
 
 
 @click.command()
@@ -158,7 +156,9 @@ def _safe_component(name: str, cid: CID) -> str:
     return name
 
 
-def _materialize(store: BlockStore, cid: CID, dest: Path, advance: Any) -> int:
+def materialize(store: BlockStore, cid: CID, dest: Path, advance: Any) -> int:
+    """Write the UnixFS DAG ``cid`` to ``dest`` (a file, or a directory that exists);
+    the number of files written. Entry names from the DAG are checked before use."""
     files = 0
     for relpath, info in exporter.walk(store.get, cid):
         parts = [_safe_component(part, cid) for part in relpath.split("/")] if relpath else []
@@ -197,7 +197,7 @@ def get(target: str, output: Path | None, as_json: bool) -> None:
             with progress_bar(info.size, "get") as advance:
                 if info.kind == "directory":
                     tmp.mkdir(parents=True)
-                files = _materialize(repo.store, cid, tmp, advance)
+                files = materialize(repo.store, cid, tmp, advance)
             os.replace(tmp, dest)
         except BaseException:
             if tmp.is_dir() and not tmp.is_symlink():

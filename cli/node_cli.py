@@ -132,11 +132,6 @@ def _no_node(home: Path) -> str:
     return f"no node is running for {home} (start one with `dre node start`)"
 
 
-def _get_json(home: Path, target: _Target, path: str) -> Any:
-    """GET ``path`` from the target node's API: its JSON, or DreError as one line."""
-    return api_call(home, target, path)
-
-
 def api_call(home: Path, target: _Target, path: str, *, method: str = "GET",
              body: Any = None, timeout: float = _TIMEOUT) -> Any:
     """Call the target node's API: its JSON answer, or DreError as one line."""
@@ -230,7 +225,7 @@ _STATUS_LABELS = (
 def status(api: str | None, as_json: bool) -> None:
     """Show a running node's peer ID, addresses, uptime and counts."""
     home = _ctx().home
-    doc = _get_json(home, _target(home, api), "/api/v1/node/status")
+    doc = api_call(home, _target(home, api), "/api/v1/node/status")
     if as_json:
         emit_json(doc)
         return

@@ -16,7 +16,7 @@ from dre.protocol.cid import CID
 from dre.protocol.errors import DreError, NotFoundError, ValidationError
 from dre.protocol.generator import generate, validate
 from dre.protocol.keys import PublisherKey, public_key_from_peer_id
-from dre.protocol.links import iter_dag
+from dre.protocol.links import dag_complete
 from dre.protocol.packages import build_file, build_tree, manifest_summary
 from dre.protocol.resolve import Candidate, resolve
 from dre.protocol.semver import parse_range, parse_version
@@ -25,6 +25,7 @@ from dre.storage.importing import SOURCE_DIR, SOURCE_DOC, read_package_dir
 from dre.storage.keystore import Keystore
 from dre.storage.registry import LocalRegistry, VerifyReport
 
+from .blocks import materialize
 from .node_cli import fetch_from_network, local_node_running, resolve_on_network
 from .output import emit_json, json_option
 
@@ -419,10 +420,11 @@ def install(spec: str, output: Path, as_json: bool) -> None:
                 candidate = resolution.packages[package]
                 assert isinstance(candidate.key, CID)
                 manifest = registry.manifest(candidate.key)
-                if network and not _complete(repo.store.get, manifest.package):
+                if network and not dag_complete(repo.store.get, manifest.package):
                     fetch_from_network(str(manifest.package))
                 target = tmp.joinpath(*package.split("/"))
-                _write_tree(repo.store.get, manifest.package, target)
+                target.mkdir(parents=True)
+                materialize(repo.store, manifest.package, target, lambda _n: None)
                 installed.append({"name": package, "version": str(candidate.version),
                                   "manifest": str(candidate.key),
                                   "package": str(manifest.package)})
@@ -435,33 +437,6 @@ def install(spec: str, output: Path, as_json: bool) -> None:
         return
     for item in installed:
         click.echo(f"installed {item['name']}@{item['version']} ({item['package']})")
-
-
-def _complete(get: Any, root: CID) -> bool:
-    """Whether every block of the DAG under ``root`` is in the local store."""
-    try:
-        for _ in iter_dag(get, root):
-            pass
-    except NotFoundError:
-        return False
-    return True
-
-
-def _write_tree(get: Any, root: CID, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for relpath, node in exporter.walk(get, root):
-        if not relpath:
-            continue
-        destination = target.joinpath(*relpath.split("/"))
-        if node.kind == "directory":
-            destination.mkdir(parents=True, exist_ok=True)
-        elif node.kind == "file":
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with destination.open("wb") as fh:
-                for chunk in exporter.read_file(get, node.cid):
-                    fh.write(chunk)
-        else:
-            raise NotFoundError(f"unexpected {node.kind} {relpath} in package {root}")
 
 
 # -- scopes ------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from typing import Any
 
 from . import dagcbor, dagpb
 from .cid import CID, DAG_CBOR, DAG_PB, RAW
-from .errors import ValidationError
+from .errors import NotFoundError, ValidationError
 
-__all__ = ["SUPPORTED_CODECS", "iter_dag", "links_of"]
+__all__ = ["SUPPORTED_CODECS", "dag_complete", "iter_dag", "links_of"]
 
 SUPPORTED_CODECS = frozenset({RAW, DAG_PB, DAG_CBOR})
 
@@ -59,3 +59,13 @@ def iter_dag(get: Callable[[CID], bytes], root: CID) -> Iterator[tuple[CID, byte
         data = get(cid)
         yield cid, data
         stack.extend(reversed(links_of(cid, data)))
+
+
+def dag_complete(get: Callable[[CID], bytes], root: CID) -> bool:
+    """Whether every block of the DAG under ``root`` is available through ``get``."""
+    try:
+        for _ in iter_dag(get, root):
+            pass
+    except NotFoundError:
+        return False
+    return True

@@ -21,7 +21,7 @@ from dre.protocol.errors import (
     NotFoundError,
     ValidationError,
 )
-from dre.protocol.generator import GENERATOR_VERSION, GeneratedTree, generate
+from dre.protocol.generator import GeneratedTree, generate
 from dre.protocol.keys import PublisherKey
 from dre.protocol.links import links_of
 from dre.protocol.packages import (
@@ -549,5 +549,3 @@ def _describe(diff: TreeDiff) -> str:
             parts.append(f"{label}: {shown}")
     return "; ".join(parts) or "different tree"
 
-
-__all__ += ["GENERATOR_VERSION"]

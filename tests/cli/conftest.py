@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,38 @@ def run_dre(home: Path, *args: str, cwd: Path | None = None, check: bool = True,
     if check and proc.returncode != 0:
         raise AssertionError(f"dre {' '.join(args)} failed ({proc.returncode}): {result.err}")
     return result
+
+
+def run_on_terminal(args: list[str], home: Path, *, cwd: Path | None = None,
+                    stdout_on_terminal: bool = False) -> tuple[int, bytes, bytes, str]:
+    """Run ``args`` with stderr (and stdout if asked) on a 100-column pseudo-terminal.
+
+    Returns (exit code, stdout if piped, what the terminal showed, stderr if piped).
+    """
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        args, stdin=slave, cwd=cwd, env={**os.environ, "DRE_HOME": str(home)},
+        stdout=slave if stdout_on_terminal else subprocess.PIPE,
+        stderr=subprocess.PIPE if stdout_on_terminal else slave,
+    )
+    os.close(slave)
+    screen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    out = proc.stdout.read() if proc.stdout else b""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    os.close(master)
+    return proc.wait(timeout=30), out, screen, err
 
 
 @pytest.fixture

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
 import stat
-import struct
-import subprocess
-import termios
 from pathlib import Path
 
 import pytest
 from dre.protocol.keys import public_key_from_peer_id
 
-from .conftest import DRE, Result, Runner, run_dre
+from .conftest import DRE, Result, Runner, run_dre, run_on_terminal
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 
@@ -107,27 +101,9 @@ def test_export_private_refuses_existing_output(key: Runner, tmp_path: Path) -> 
 
 def test_export_private_refuses_a_terminal(key: Runner, home: Path, tmp_path: Path) -> None:
     key("gen", "k")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([DRE, "key", "export", "k", "--private"], stdout=slave,
-                            stderr=subprocess.PIPE, stdin=slave, cwd=tmp_path,
-                            env={**os.environ, "DRE_HOME": str(home)})
-    os.close(slave)
-    screen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    os.close(master)
-    assert proc.wait(timeout=30) != 0
+    code, _, screen, err = run_on_terminal([DRE, "key", "export", "k", "--private"], home,
+                                           cwd=tmp_path, stdout_on_terminal=True)
+    assert code != 0
     assert "refusing to print a private key to a terminal" in err
     assert b"seed" not in screen
 
