@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -e '.[dev,interop]'
+	# torch first, pinned: its CPU build (on this machine's disk); a bare resolve takes a CUDA one.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,interop,semantic]'
 	touch $@
 
 $(JS_STAMP): $(JS_DIR)/package-lock.json

@@ -37,7 +37,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .config import NodeConfig
+from .gateway import gateway_routes
+from .metrics import metrics_routes
 from .peers import remember_peer
+from .web import web_routes
 
 __all__ = [
     "API_PREFIX",
@@ -75,6 +78,8 @@ class NodeState:
     peer_count: Callable[[], int] = lambda: 0
     #: The network side of the registry (gossip, DHT, block exchange, sync) once it runs.
     network: Any = None
+    #: The search engine (:class:`dre.node.search_engine.SearchEngine`) once it runs.
+    search: Any = None
     started: float = field(default_factory=time.monotonic)
 
     def remember_peer(self, addr: str) -> None:
@@ -297,6 +302,11 @@ def make_app(state: NodeState) -> Starlette:
         Route(f"{API_PREFIX}/fetch/{{cid}}", fetch, methods=["POST"]),
         Route(f"{API_PREFIX}/resolve/{{name:path}}", resolve, methods=["POST"]),
     ]
+    # Order matters: the API's routes first, then the IPFS gateway (`/ipfs/…`), the Prometheus
+    # endpoint, and last the web pages (their `/…` paths are the catch-all).
+    routes += gateway_routes(state)
+    routes += metrics_routes(state)
+    routes += web_routes(state)
     return Starlette(
         routes=routes,
         exception_handlers={
