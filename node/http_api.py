@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .config import NodeConfig
+from .discovery_api import discovery_routes
 from .gateway import gateway_routes
 from .metrics import metrics_routes
 from .peers import remember_peer
@@ -304,6 +305,7 @@ def make_app(state: NodeState) -> Starlette:
     ]
     # Order matters: the API's routes first, then the IPFS gateway (`/ipfs/…`), the Prometheus
     # endpoint, and last the web pages (their `/…` paths are the catch-all).
+    routes += discovery_routes(state)
     routes += gateway_routes(state)
     routes += metrics_routes(state)
     routes += web_routes(state)
