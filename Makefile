@@ -10,6 +10,8 @@ JS_STAMP := $(JS_DIR)/node_modules/.installed-$(shell cat $(JS_DIR)/package-lock
 JS2_DIR := tests/interop/jslibp2p
 JS2_STAMP := $(JS2_DIR)/node_modules/.installed-$(shell cat $(JS2_DIR)/package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
 DEMO_HOME ?= $(CURDIR)/.dre-demo
+# Where the demo node serves its API, gateway and web page (port 0 picks a free one).
+DEMO_HTTP ?= 127.0.0.1:5860
 
 .PHONY: setup system-deps run test lint wheel-check bench clean
 
@@ -36,7 +38,8 @@ $(JS2_STAMP): $(JS2_DIR)/package-lock.json
 	touch $@
 
 # The main job: a node home with the example packages published from their documents, one
-# verified (regenerated and attested), one installed with its dependencies, and a file by CID.
+# verified (regenerated and attested), one installed with its dependencies, a file by CID; then the
+# node runs in the foreground and prints the web page's address.
 DRE := DRE_HOME=$(DEMO_HOME) $(VENV)/bin/dre
 run: setup
 	$(DRE) init
@@ -54,6 +57,8 @@ run: setup
 	@printf 'hello registry\n' > $(DEMO_HOME)/sample.txt
 	@cid=$$($(DRE) add --quiet $(DEMO_HOME)/sample.txt) && echo "sample.txt -> $$cid" && $(DRE) cat $$cid
 	$(DRE) repo stat
+	@echo "--- the node: HTTP API, IPFS gateway and the web package browser (Ctrl+C stops it)"
+	$(DRE) node start --http $(DEMO_HTTP)
 
 test: setup
 	$(VENV)/bin/pytest -n 2 --dist loadgroup

@@ -249,7 +249,8 @@ class Node:
         if not state.p2p:
             self._echo("libp2p   off")
         if state.http_url is not None:
-            self._echo(f"HTTP API {state.http_url}")
+            self._echo(f"HTTP API {state.http_url}/api/v1")
+            self._echo(f"web page {state.http_url}/")
         self._echo("node running; Ctrl+C or SIGTERM stops it")
 
     # -- services ---------------------------------------------------------------------------------
