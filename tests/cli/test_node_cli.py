@@ -54,7 +54,8 @@ def test_start_status_and_sigterm(node: subprocess.Popen[bytes], dre: Runner,
     out, err = node.communicate(timeout=10)
     assert node.returncode == 0, err
     text = out.decode()
-    assert f"peer ID  {status['peer_id']}" in text and f"HTTP API {api}" in text
+    assert f"peer ID  {status['peer_id']}" in text and f"HTTP API {api}/api/v1" in text
+    assert f"web page {api}/\n" in text
     assert "stopped" in text
     assert not (home / "api").exists() and not (home / "node.pid").exists()
 
