@@ -3,14 +3,18 @@
 The app is built by :func:`make_app` from a :class:`NodeState`, so tests serve it with an ASGI
 transport and no socket; the runtime serves it with hypercorn inside the node's nursery.
 
-Every answer is JSON encoded by msgspec, errors included (``{"error": "one line"}`` with the
-right status), except a block, which is its raw bytes. Bounds: request bodies are capped by
-Starlette (``max_body_size``), a block is at most the store's 4 MiB block limit, a package list is
-paged (``?limit=&after=``).
+Every operation is an :class:`~dre.node.api_common.ApiRoute` in one table, from which both the
+Starlette routes and the OpenAPI document (``/api/v1/openapi.json``) are made. Every answer is
+JSON encoded by msgspec, errors included (``{"error": "one line"}`` with the right status),
+except blocks, downloads and documents, which are their bytes. Bounds: each route has its own
+body limit, checked before the body is read (413); lists are paged (``?limit=&after=``); every
+client address and every token has a rate limit (429 with ``Retry-After``). Writes need a bearer
+token (:mod:`dre.node.api_auth`) and are recorded in the audit trail.
 
-Handlers call the LMDB store directly: a read is a memory-mapped lookup of microseconds, cheaper
-than a hop to a worker thread. Anything heavy (regeneration, verification) must go through
-``trio.to_thread.run_sync`` when it arrives here.
+Handlers call the LMDB store directly for lookups: a read is a memory-mapped lookup of
+microseconds, cheaper than a hop to a worker thread. Anything heavy (generation, verification,
+publishing, archives) goes through ``trio.to_thread.run_sync`` (:func:`api_common.run_heavy`).
+The routes and their shapes are described in ``specs/http-api.md``.
 """
 
 from __future__ import annotations
@@ -25,22 +29,42 @@ import msgspec
 import trio
 from dre.protocol.cid import parse_cid
 from dre.protocol.docformat import check_name
-from dre.protocol.errors import DreError, IntegrityError, NotFoundError, ValidationError
+from dre.protocol.errors import DreError, NotFoundError, ValidationError
+from dre.protocol.keys import PublisherKey
 from dre.protocol.links import links_of
-from dre.protocol.packages import manifest_summary
 from dre.storage.registry import LocalRegistry
 from dre.storage.repo import Repo
+from dre.storage.tokens import AuditTrail, TokenStore
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from .api_auth import AccessControl, AddressRateLimit, rate_limited_response, status_of
+from .api_common import (
+    API_PREFIX,
+    ApiRoute,
+    ErrorBody,
+    JSONResponse,
+    QueryParam,
+    RateLimited,
+    Unavailable,
+    decode_body,
+    error_response,
+    read_body,
+    starlette_path,
+)
+from .api_generation import generation_routes
+from .api_packages import VersionRef, package_routes
 from .config import NodeConfig
 from .discovery_api import discovery_routes
 from .gateway import gateway_routes
 from .metrics import metrics_routes
+from .openapi import openapi_document
 from .peers import remember_peer
+from .ratelimit import RateLimits, load_rate_limits
 from .web import web_routes
 
 __all__ = [
@@ -50,15 +74,19 @@ __all__ = [
     "RAW_BLOCK_TYPE",
     "NodeState",
     "NodeStatus",
+    "api_routes",
     "make_app",
 ]
 
-API_PREFIX = "/api/v1"
 RAW_BLOCK_TYPE = "application/vnd.ipld.raw"
-#: No route takes a body yet; publishing will raise this per route.
+#: Body limit of every route that sets none of its own (the gateway's, the web pages').
 MAX_REQUEST_BODY = 1 << 20
 #: Largest page of package names one request returns.
 MAX_PAGE = 1000
+
+#: Kept for the modules that import it from here.
+_JSON = JSONResponse
+_Error = ErrorBody
 
 
 @dataclass
@@ -82,6 +110,11 @@ class NodeState:
     #: The search engine (:class:`dre.node.search_engine.SearchEngine`) once it runs.
     search: Any = None
     started: float = field(default_factory=time.monotonic)
+    #: The node's signing key (API publishes, scope changes, attestations); loaded from the
+    #: home (``keys/node.key``, the node's identity) on first use when None.
+    key: PublisherKey | None = None
+    #: Rate limits; None reads ``<home>/api.json`` (defaults when absent) when the app is made.
+    limits: RateLimits | None = None
 
     def remember_peer(self, addr: str) -> None:
         """Remember a federated peer in the home, to dial it again at the next start."""
@@ -104,36 +137,58 @@ class NodeStatus(msgspec.Struct, frozen=True):
     version: str
 
 
-class _Error(msgspec.Struct, frozen=True):
-    error: str
-
-
-class _VersionRef(msgspec.Struct, frozen=True):
-    version: str
-    manifest: str
-
-
 class _PackageList(msgspec.Struct, frozen=True):
     packages: list[str]
     #: Pass as ``?after=`` for the next page; None on the last page.
     next: str | None
 
 
-class _PackageInfo(msgspec.Struct, frozen=True):
+class PeerList(msgspec.Struct, frozen=True):
+    """``GET /api/v1/registry/peers``."""
+
+    peers: list[str]
+    stats: dict[str, Any]
+
+
+class FederateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /api/v1/registry/federate``."""
+
+    addr: str
+
+
+class Federated(msgspec.Struct, frozen=True):
+    """A peer connected and synced."""
+
+    peer: str
+    received: int
+
+
+class PeerSync(msgspec.Struct, frozen=True):
+    """One peer's result of a sync round."""
+
+    received: int
+    error: str | None
+
+
+class SyncRound(msgspec.Struct, frozen=True):
+    """``POST /api/v1/registry/sync``."""
+
+    peers: dict[str, PeerSync]
+
+
+class Fetched(msgspec.Struct, frozen=True):
+    """``POST /api/v1/fetch/{cid}``."""
+
+    cid: str
+    fetched_blocks: int
+
+
+class Resolved(msgspec.Struct, frozen=True):
+    """``POST /api/v1/resolve/{name}``."""
+
     name: str
-    versions: list[_VersionRef]
-    latest: dict[str, Any]
-
-
-class _JSON(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return msgspec.json.encode(content)
-
-
-def _error(status: int, message: str) -> _JSON:
-    return _JSON(_Error(message), status_code=status)
+    received: int
+    versions: list[VersionRef]
 
 
 def _dre_version() -> str:
@@ -143,14 +198,13 @@ def _dre_version() -> str:
         return "unknown"
 
 
-def make_app(state: NodeState) -> Starlette:
-    """The API app over ``state``."""
-    version = _dre_version()
+def _node_routes(state: NodeState, version: str) -> list[ApiRoute]:
+    """Node status, blocks, the package list and the network operations."""
 
     async def node_status(request: Request) -> Response:
         # Counting names walks the index; fine at registry sizes of thousands. A counter in the
         # index is the fix if this shows up in a profile.
-        return _JSON(
+        return JSONResponse(
             NodeStatus(
                 peer_id=state.peer_id,
                 addrs=list(state.addrs),
@@ -191,55 +245,27 @@ def make_app(state: NodeState) -> Starlette:
             names = [n for n in names if n > after]
         page = names[:limit]
         more = len(names) > limit
-        return _JSON(_PackageList(packages=page, next=page[-1] if more else None))
-
-    async def get_package(request: Request) -> Response:
-        name = request.path_params["name"]
-        check_name(name)
-        registry = LocalRegistry(state.repo)
-        versions = registry.versions(name)
-        if not versions:
-            raise NotFoundError(f"no package named {name!r} on this node")
-        _, latest_cid = versions[-1]
-        manifest = registry.manifest(latest_cid)
-        return _JSON(
-            _PackageInfo(
-                name=name,
-                versions=[_VersionRef(v, str(c)) for v, c in versions],
-                latest={"manifest": str(latest_cid), **manifest_summary(manifest)},
-            )
-        )
+        return JSONResponse(_PackageList(packages=page, next=page[-1] if more else None))
 
     def _network() -> Any:
         if state.network is None:
-            raise DreError("this node runs without libp2p (started with networking off)")
+            raise Unavailable("this node runs without libp2p (started with networking off)")
         return state.network
-
-    async def _json_body(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        try:
-            value = msgspec.json.decode(body) if body else {}
-        except msgspec.DecodeError as exc:
-            raise ValidationError(f"request body is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise ValidationError("request body must be a JSON object")
-        return value
 
     async def list_peers(request: Request) -> Response:
         network = _network()
         peers = network.handle.connected_peers() if network.handle else []
-        return _JSON({"peers": sorted(peers), "stats": network.stats})
+        return JSONResponse(PeerList(peers=sorted(peers), stats=dict(network.stats)))
 
     async def federate(request: Request) -> Response:
-        body = await _json_body(request)
-        addr = body.get("addr")
-        if not isinstance(addr, str) or not addr or len(addr) > 1024:
+        body = decode_body(await read_body(request, 4096), FederateRequest)
+        if not body.addr or len(body.addr) > 1024:
             raise ValidationError("give the peer's multiaddr as {\"addr\": \"/ip4/.../p2p/...\"}")
         network = _network()
-        peer = await network.handle.connect(addr)
+        peer = await network.handle.connect(body.addr)
         summary = await network.sync.sync_with(peer)
-        state.remember_peer(addr)
-        return _JSON({"peer": peer, "received": summary.received})
+        state.remember_peer(body.addr)
+        return JSONResponse(Federated(peer=peer, received=summary.received))
 
     async def sync_now(request: Request) -> Response:
         network = _network()
@@ -247,10 +273,10 @@ def make_app(state: NodeState) -> Starlette:
         for peer in sorted(network.handle.connected_peers()):
             try:
                 summary = await network.sync.sync_with(peer)
-                results[peer] = {"received": summary.received, "error": None}
+                results[peer] = PeerSync(received=summary.received, error=None)
             except DreError as exc:
-                results[peer] = {"received": 0, "error": str(exc)}
-        return _JSON({"peers": results})
+                results[peer] = PeerSync(received=0, error=str(exc))
+        return JSONResponse(SyncRound(peers=results))
 
     async def fetch(request: Request) -> Response:
         cid = parse_cid(request.path_params["cid"])
@@ -258,7 +284,7 @@ def make_app(state: NodeState) -> Starlette:
         fetched = await network.fetch(cid)
         await trio.to_thread.run_sync(
             lambda: state.repo.store.pin_add(cid, recursive=True, links_of=links_of))
-        return _JSON({"cid": str(cid), "fetched_blocks": fetched})
+        return JSONResponse(Fetched(cid=str(cid), fetched_blocks=fetched))
 
     async def resolve(request: Request) -> Response:
         name = request.path_params["name"]
@@ -267,50 +293,111 @@ def make_app(state: NodeState) -> Starlette:
         versions = LocalRegistry(state.repo).versions(name)
         if not versions:
             raise NotFoundError(f"no peer in the network announced {name!r}")
-        return _JSON({"name": name, "received": received,
-                      "versions": [_VersionRef(v, str(c)) for v, c in versions]})
+        return JSONResponse(Resolved(name=name, received=received,
+                                     versions=[VersionRef(v, str(c)) for v, c in versions]))
+
+    cid_param = {"cid": ("A CID (v0 or v1, any multibase)",
+                         {"type": "string", "minLength": 1, "maxLength": 256})}
+    name_param = {"name": ("Package name: `name` or `@scope/name`",
+                           {"type": "string", "minLength": 1, "maxLength": 214})}
+    net_errors: dict[int, Any] = {400: None, 404: None, 429: None, 503: None}
+    return [
+        ApiRoute("GET", f"{API_PREFIX}/node/status", node_status, "The node's status", "node",
+                 {200: NodeStatus, 429: None}),
+        ApiRoute("GET", f"{API_PREFIX}/blocks/{{cid}}", get_block, "One raw block by CID",
+                 "node", {200: (RAW_BLOCK_TYPE,), 400: None, 404: None, 429: None},
+                 path_params=cid_param),
+        ApiRoute("GET", f"{API_PREFIX}/packages", list_packages, "Package names, paged",
+                 "packages", {200: _PackageList, 400: None, 429: None},
+                 query=(QueryParam("limit", f"At most this many (1 to {MAX_PAGE})",
+                                   {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+                        QueryParam("after", "Names after this one (the previous page's next)",
+                                   {"type": "string", "maxLength": 214}))),
+        ApiRoute("GET", f"{API_PREFIX}/registry/peers", list_peers, "Connected peers and "
+                 "network counters", "node", {200: PeerList, 429: None, 503: None}),
+        ApiRoute("POST", f"{API_PREFIX}/registry/federate", federate,
+                 "Connect to a peer, sync, remember it", "node",
+                 {200: Federated, **net_errors}, body=FederateRequest, body_limit=4096),
+        ApiRoute("POST", f"{API_PREFIX}/registry/sync", sync_now, "Sync with every peer now",
+                 "node", {200: SyncRound, 429: None, 503: None}),
+        ApiRoute("POST", f"{API_PREFIX}/fetch/{{cid}}", fetch,
+                 "Fetch a DAG from the network and pin it", "node",
+                 {200: Fetched, **net_errors}, path_params=cid_param),
+        ApiRoute("POST", f"{API_PREFIX}/resolve/{{name}}", resolve,
+                 "Find a package by name on the network", "node",
+                 {200: Resolved, **net_errors}, path_params=name_param),
+    ]
+
+
+def api_routes(state: NodeState, access: AccessControl) -> list[ApiRoute]:
+    """Every operation of this node's ``/api/v1`` (the discovery API's are added by
+    :func:`make_app` when its module publishes a table)."""
+    version = _dre_version()
+    return [*_node_routes(state, version), *package_routes(state, access),
+            *generation_routes()]
+
+
+async def _not_a_package_path(request: Request) -> Response:
+    # After every package route (and the discovery API's `/packages/{name}/similar`): a path
+    # that none of them took. A bad name is the likely cause, and says so (400).
+    check_name(request.path_params["rest"])
+    raise HTTPException(404)
+
+
+def make_app(state: NodeState) -> Starlette:
+    """The API app over ``state``."""
+    home = state.repo.home
+    limits = state.limits if state.limits is not None else load_rate_limits(home)
+    access = AccessControl(TokenStore(home), AuditTrail(home), limits)
+    table = api_routes(state, access)
+    # The discovery module may publish its operations for the OpenAPI document.
+    from . import discovery_api  # noqa: PLC0415 - optional attribute, read once here
+
+    discovery_table = getattr(discovery_api, "discovery_operations", None)
+    documented = [*table, *(discovery_table(state) if callable(discovery_table) else [])]
+    document = msgspec.json.encode(openapi_document(documented, version=_dre_version()))
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
 
     async def on_dre_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, ValidationError):
-            return _error(400, str(exc))
-        if isinstance(exc, NotFoundError):
-            return _error(404, str(exc))
-        if isinstance(exc, IntegrityError):
-            # Our own store returned bad data: the server is at fault, not the request.
-            return _error(500, f"store integrity error: {exc}")
-        return _error(500, str(exc))
+        assert isinstance(exc, DreError)
+        if isinstance(exc, RateLimited):
+            return rate_limited_response(exc)
+        status = status_of(exc)
+        message = f"store integrity error: {exc}" if status == 500 else str(exc)
+        return error_response(status, message)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        message = {404: "no such API route", 405: "method not allowed"}.get(
-            exc.status_code, str(exc.detail)
-        )
-        return _JSON(_Error(message), status_code=exc.status_code, headers=exc.headers)
+        message = {404: "no such API route", 405: "method not allowed",
+                   413: "request body too large"}.get(exc.status_code, str(exc.detail))
+        return JSONResponse(ErrorBody(message), status_code=exc.status_code,
+                            headers=exc.headers)
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback; the client gets a line, not our internals.
-        return _error(500, "internal error")
+        return error_response(500, "internal error")
 
-    routes = [
-        Route(f"{API_PREFIX}/node/status", node_status, methods=["GET"]),
-        Route(f"{API_PREFIX}/blocks/{{cid}}", get_block, methods=["GET"]),
-        Route(f"{API_PREFIX}/packages", list_packages, methods=["GET"]),
-        # `:path` so a scoped name's slash (`@acme/retry`) stays part of the name.
-        Route(f"{API_PREFIX}/packages/{{name:path}}", get_package, methods=["GET"]),
-        Route(f"{API_PREFIX}/registry/peers", list_peers, methods=["GET"]),
-        Route(f"{API_PREFIX}/registry/federate", federate, methods=["POST"]),
-        Route(f"{API_PREFIX}/registry/sync", sync_now, methods=["POST"]),
-        Route(f"{API_PREFIX}/fetch/{{cid}}", fetch, methods=["POST"]),
-        Route(f"{API_PREFIX}/resolve/{{name:path}}", resolve, methods=["POST"]),
+    routes: list[BaseRoute] = [
+        Route(f"{API_PREFIX}/openapi.json", openapi, methods=["GET"]),
+    ]
+    routes += [
+        Route(starlette_path(r.path), access.serve(r), methods=[r.method],
+              max_body_size=r.body_limit)
+        for r in table
     ]
     # Order matters: the API's routes first, then the IPFS gateway (`/ipfs/…`), the Prometheus
     # endpoint, and last the web pages (their `/…` paths are the catch-all).
     routes += discovery_routes(state)
+    routes.append(Route(f"{API_PREFIX}/packages/{{rest:path}}", _not_a_package_path,
+                        methods=["GET", "POST", "DELETE"]))
     routes += gateway_routes(state)
     routes += metrics_routes(state)
     routes += web_routes(state)
     return Starlette(
         routes=routes,
+        middleware=[Middleware(AddressRateLimit, limiter=access.by_address)],
         exception_handlers={
             DreError: on_dre_error,
             HTTPException: on_http_error,
