@@ -69,6 +69,7 @@ __all__ = [
     "entry_for",
     "own_peer_ids",
     "package_trust",
+    "trust_key",
 ]
 
 _log = logging.getLogger("dre.search")
@@ -636,6 +637,22 @@ class SearchIndex:
             "SELECT c.key, c.package_id, v.vec FROM chunks c JOIN vectors v ON v.hash = c.hash "
             "ORDER BY c.key"))
 
+    def chunk_keys(self) -> set[int]:
+        """Every chunk key (to reconcile the vector index with this database)."""
+        return {int(k) for (k,) in self._conn().execute("SELECT key FROM chunks")}
+
+    def chunk_vectors_of(self, keys: Sequence[int]) -> list[tuple[int, bytes]]:
+        """``(key, vector bytes)`` of these chunk keys (those that exist)."""
+        conn = self._conn()
+        found: list[tuple[int, bytes]] = []
+        for start in range(0, len(keys), 500):
+            part = list(keys[start:start + 500])
+            marks = ",".join("?" * len(part))
+            found += [(int(k), bytes(v)) for k, v in conn.execute(
+                "SELECT c.key, v.vec FROM chunks c JOIN vectors v ON v.hash = c.hash "
+                f"WHERE c.key IN ({marks})", part)]
+        return found
+
     def chunk_packages(self, keys: Sequence[int]) -> dict[int, int]:
         """Package id of each chunk key that still exists."""
         conn = self._conn()
@@ -728,8 +745,13 @@ def package_trust(registry: LocalRegistry, manifest_cid: CID, manifest: Manifest
     score, _ = trust_score(signature=True, authorized=authorized, intact=True,
                            reproduced=reproduced_by_us, license_valid=license_valid,
                            independent_attesters=independent)
+    return score, reproduced_by_us, trust_key(attestations)
+
+
+def trust_key(attestations: dict[str, CID]) -> str:
+    """A short fingerprint of a manifest's attestations (what its trust was computed from)."""
     key = ",".join(f"{a}={c}" for a, c in sorted(attestations.items()))
-    return score, reproduced_by_us, hashlib.sha256(key.encode()).hexdigest()[:32]
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def entry_for(registry: LocalRegistry, manifest_cid: CID, *, time: int,
