@@ -10,7 +10,7 @@ import click
 from dre.protocol.errors import DreError
 from dre.storage.repo import Repo, default_home
 
-from . import blocks, keys, node_cli, packages, tokens_cli
+from . import blocks, keys, node_cli, packages, search_cli, tokens_cli
 
 __all__ = ["cli", "main"]
 
@@ -45,6 +45,7 @@ packages.register(cli)
 keys.register(cli)
 node_cli.register(cli)
 tokens_cli.register(cli)
+search_cli.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

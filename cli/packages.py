@@ -28,6 +28,7 @@ from dre.storage.registry import LocalRegistry, VerifyReport
 from .blocks import materialize
 from .node_cli import fetch_from_network, local_node_running, resolve_on_network
 from .output import emit_json, json_option
+from .search_cli import record_downloads
 
 if TYPE_CHECKING:
     from .main import Context
@@ -432,6 +433,7 @@ def install(spec: str, output: Path, as_json: bool) -> None:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        record_downloads(repo.home, [(i["name"], i["version"]) for i in installed])
     if as_json:
         emit_json({"root": name, "installed": installed, "path": str(output)})
         return

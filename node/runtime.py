@@ -209,7 +209,7 @@ class Node:
         # Started in this order, each serving before the next starts. The libp2p host is the
         # seam the network services (gossip, DHT, bitswap, sync) will hang from: they go after
         # it, taking `self.host`.
-        services: list[Service] = [self._serve_http]
+        services: list[Service] = [self._serve_http, self._run_search]
         if self.p2p:
             services.append(self._run_host)
             services.append(self._run_registry)
@@ -293,6 +293,19 @@ class Node:
         finally:
             for sock in sockets.insecure_sockets:
                 sock.close()
+
+    async def _run_search(self, state: NodeState, *, task_status: TaskStatus[None]) -> None:
+        # Independent of libp2p, so a node started with networking off searches too. The
+        # engine loads its model in a worker thread; the node serves meanwhile.
+        from .search_engine import SearchEngine  # noqa: PLC0415
+
+        engine = SearchEngine.open(state.repo)
+        state.search = engine
+        try:
+            await engine.run(self.shutdown, task_status=task_status)
+        finally:
+            state.search = None
+            engine.close()
 
     async def _run_host(self, state: NodeState, *, task_status: TaskStatus[None]) -> None:
         assert self._key is not None
