@@ -17,7 +17,8 @@ Two gateways in one route, chosen per request as the specs say
 Every answer under a CID is immutable: ``Cache-Control: public, max-age=29030400, immutable``,
 an ``ETag`` derived from the CID (and the CAR options), ``If-None-Match`` answered with 304.
 Errors are one line of ``text/plain``: 400 for a bad CID, path or option, 404 for content this
-node does not hold, 406 for an unsupported CAR variant, 416 for an unsatisfiable range.
+node does not hold (412 with ``Cache-Control: only-if-cached``), 406 for an unsupported CAR
+variant, 416 for an unsatisfiable range, 500 if the store returns bytes that fail their hash.
 
 **Local blocks only.** The gateway never asks the network for a missing block: it is an open,
 unauthenticated read endpoint, and fetching on its behalf would let any HTTP client make the node
@@ -441,10 +442,13 @@ def _split(rest: str) -> tuple[CID, tuple[str, ...]]:
     return root, parts
 
 
-def _resolve(store: BlockStore, root: CID, parts: tuple[str, ...]) -> _Resolved:
+def _resolve(store: BlockStore, root: CID, parts: tuple[str, ...], *,
+             only_if_cached: bool = False) -> _Resolved:
     if not store.has(root):
+        # The spec's 412 for `Cache-Control: only-if-cached`: "not immediately available".
         raise GatewayError(
-            404, f"{root} is not on this node (this gateway serves only local blocks)")
+            412 if only_if_cached else 404,
+            f"{root} is not on this node (this gateway serves only local blocks)")
     read: list[CID] = []
     get = _recording(store, read)
     roots = [root]
@@ -816,7 +820,9 @@ def gateway_routes(state: NodeState) -> list[BaseRoute]:
             if fmt == "raw" and parts:
                 raise GatewayError(
                     400, "a raw block is asked for by CID alone: /ipfs/<cid>?format=raw")
-            resolved = _resolve(store, root, parts)
+            cache_control = request.headers.get("cache-control", "")[:MAX_HEADER_CHARS]
+            resolved = _resolve(store, root, parts,
+                                only_if_cached="only-if-cached" in cache_control.lower())
             if fmt == "raw":
                 return _raw_answer(request, store, resolved)
             if fmt == "car":

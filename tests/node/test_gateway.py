@@ -445,6 +445,12 @@ async def test_errors_are_one_readable_line(client: httpx.AsyncClient, repo: Rep
         assert text in response.text, (url, response.text)
         assert response.text.count("\n") == 1 and "Traceback" not in response.text
         assert "immutable" not in response.headers.get("cache-control", "")
+    cached_only = await client.get(f"/ipfs/{missing}?format=raw",
+                                   headers={"Cache-Control": "only-if-cached"})
+    assert cached_only.status_code == 412 and "not on this node" in cached_only.text
+    present = await client.head(f"/ipfs/{root}?format=raw",
+                                headers={"Cache-Control": "only-if-cached"})
+    assert present.status_code == 200
 
 
 @pytest.mark.trio
