@@ -281,10 +281,11 @@ class WebPages:
             context["files"] = await self._repo_call(
                 lambda: model.file_tree(repo, manifest.package))
         similar = []
-        if self.state.search is not None:
+        engine = self.state.search
+        if engine is not None:
             try:
-                similar = self.state.search.similar(name, 5)
-            except DreError:
+                similar = await self._repo_call(lambda: engine.similar(name, 5))
+            except NotFoundError:  # published a moment ago, not indexed yet
                 similar = []
         base = self.state.http_url or str(request.base_url).rstrip("/")
         return self.html(
@@ -316,12 +317,12 @@ class WebPages:
         downloads: dict[str, Any] | None = None
         if engine is not None:
             midnight = now - now % model.DAY
-            downloads = {
+            downloads = await self._repo_call(lambda: {
                 "total": engine.downloads_total(),
                 "today": engine.downloads_since(midnight),
                 "last_24h": engine.downloads_since(now - model.DAY),
                 "trending": engine.trending("week", 5),
-            }
+            })
         network = self.state.network
         return self.html(
             "dashboard.html", title="Dashboard", stats=stats, downloads=downloads,

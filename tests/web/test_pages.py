@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import httpx
 import pytest
 from dre.node.config import NodeConfig
 from dre.node.http_api import NodeState, make_app
+from dre.node.search_engine import SearchEngine
 from dre.node.web.render import is_safe_url, pygments_css, render_markdown
 from dre.protocol.cid import Block
 from dre.protocol.keys import PublisherKey
@@ -289,6 +290,64 @@ async def test_dashboard_counts_recent_publishes(client: httpx.AsyncClient, repo
     page = text_of((await client.get("/dashboard")).text)
     assert "1 new in the last 24 h" in page
     assert "1 versions published in the last 24 h" in page
+
+
+# -- with the search engine --------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(state: NodeState, registry: LocalRegistry) -> Iterator[SearchEngine]:
+    """The node's real search engine over the same home (full text only: no model load)."""
+    engine = SearchEngine.open(state.repo, semantic=False)
+    engine.catch_up()
+    state.search = engine
+    try:
+        yield engine
+    finally:
+        state.search = None
+        engine.close()
+
+
+@pytest.mark.trio
+async def test_browser_searches_through_the_engine(client: httpx.AsyncClient,
+                                                   engine: SearchEngine) -> None:
+    page = (await client.get("/")).text
+    assert "search engine is not running" not in page
+    assert len(names_on(page)) == 7 and "0 downloads" in page
+    retry = names_on((await client.get("/", params={"q": "retry"})).text)
+    assert retry[0] == "@acme/retry" and "left-pad" not in retry
+    text = names_on((await client.get("/", params={"category": "text"})).text)
+    assert sorted(text) == ["left-pad", "slugify-lite"]
+    for _ in range(3):
+        engine.record_download("slugify-lite", "0.4.2")
+    engine.record_download("left-pad", "1.3.0")
+    by_downloads = (await client.get("/", params={"sort": "downloads"})).text
+    assert names_on(by_downloads)[:2] == ["slugify-lite", "left-pad"]
+    assert "3 downloads" in by_downloads and "1 download<" in by_downloads
+    # The package page lists similar packages from the engine.
+    similar = (await client.get("/packages/@acme/retry")).text.split('class="similar"', 1)
+    assert len(similar) == 2 and 'href="/packages/' in similar[1]
+
+
+@pytest.mark.trio
+async def test_dashboard_downloads_from_the_engine(client: httpx.AsyncClient,
+                                                   engine: SearchEngine) -> None:
+    for _ in range(4):
+        engine.record_download("left-pad", "1.3.0")
+    engine.record_download("@acme/retry", "1.1.0")
+    page = (await client.get("/dashboard")).text
+    downloads = text_of(page.split('id="stat-downloads">', 1)[1].split("</section>", 1)[0])
+    assert downloads.startswith("Downloads 5 ")
+    assert "5 today (UTC)" in downloads and "5 in the last 24 h" in downloads
+    trending = page.split('id="trending"', 1)[1].split("</ol>", 1)[0]
+    assert trending.index("left-pad") < trending.index("@acme/retry")
+
+
+@pytest.mark.trio
+async def test_engine_rejects_what_the_page_would_not(client: httpx.AsyncClient,
+                                                      engine: SearchEngine) -> None:
+    page = await client.get("/", params={"q": "x" * 1001})
+    assert page.status_code == 400
 
 
 # -- errors and headers ------------------------------------------------------------------------
