@@ -71,12 +71,25 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-class AddressRateLimit:
-    """ASGI middleware: one token bucket per client address, for every HTTP request."""
+def _declared_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+
+class AddressRateLimit:
+    """ASGI middleware for every HTTP request: one token bucket per client address, and a
+    declared body (Content-Length) over ``max_body`` refused before anything else (413).
+
+    Routes check their own, smaller limits as they read (:func:`api_common.read_body`);
+    Starlette's ``max_body_size`` stays as the backstop for a chunked body over ``max_body``.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, max_body: int) -> None:
         self.app = app
         self.limiter = limiter
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -85,6 +98,13 @@ class AddressRateLimit:
                 response = error_response(
                     429, f"too many requests from this address; retry in {math.ceil(wait)} s",
                     headers=_retry_after(wait))
+                await response(scope, receive, send)
+                return
+            declared = _declared_length(scope)
+            if declared is not None and declared > self.max_body:
+                response = error_response(
+                    413, f"request body of {declared} bytes is over the limit of "
+                         f"{self.max_body} bytes")
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

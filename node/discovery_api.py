@@ -43,14 +43,14 @@ _MAX_INT_CHARS = 6
 
 
 def _param(request: Request, name: str, default: str | None = None, *,
-           max_chars: int = _MAX_PARAM_CHARS) -> str | None:
+           max_chars: int = _MAX_PARAM_CHARS, label: str | None = None) -> str | None:
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise ValidationError(f"give {name} once")
     if not values:
         return default
     if len(values[0]) > max_chars:
-        raise ValidationError(f"{name} is longer than {max_chars} characters")
+        raise ValidationError(f"{label or name} is longer than {max_chars} characters")
     return values[0]
 
 
@@ -66,7 +66,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
 def parse_search_query(request: Request) -> SearchQuery:
     """The :class:`SearchQuery` of ``/api/v1/search``'s parameters (not yet validated)."""
     return SearchQuery(
-        text=_param(request, "q", "", max_chars=MAX_QUERY_CHARS) or "",
+        text=_param(request, "q", "", max_chars=MAX_QUERY_CHARS, label="query") or "",
         category=_param(request, "category") or None,
         sort=_param(request, "sort", "relevance") or "relevance",
         mode=_param(request, "mode", "hybrid") or "hybrid",

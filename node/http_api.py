@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 RAW_BLOCK_TYPE = "application/vnd.ipld.raw"
-#: Body limit of every route that sets none of its own (the gateway's, the web pages').
+#: Floor of the app-wide body backstop (the largest route limit wins; see make_app).
 MAX_REQUEST_BODY = 1 << 20
 #: Largest page of package names one request returns.
 MAX_PAGE = 1000
@@ -350,6 +350,7 @@ def make_app(state: NodeState) -> Starlette:
     limits = state.limits if state.limits is not None else load_rate_limits(home)
     access = AccessControl(TokenStore(home), AuditTrail(home), limits)
     table = api_routes(state, access)
+    max_body = max(MAX_REQUEST_BODY, *(r.body_limit for r in table))
     # The discovery module may publish its operations for the OpenAPI document.
     from . import discovery_api  # noqa: PLC0415 - optional attribute, read once here
 
@@ -382,11 +383,10 @@ def make_app(state: NodeState) -> Starlette:
     routes: list[BaseRoute] = [
         Route(f"{API_PREFIX}/openapi.json", openapi, methods=["GET"]),
     ]
-    routes += [
-        Route(starlette_path(r.path), access.serve(r), methods=[r.method],
-              max_body_size=r.body_limit)
-        for r in table
-    ]
+    # Each route's own body limit is checked by its handler as it reads (a JSON 413 line);
+    # the app-wide limit below only backstops the largest of them.
+    routes += [Route(starlette_path(r.path), access.serve(r), methods=[r.method])
+               for r in table]
     # Order matters: the API's routes first, then the IPFS gateway (`/ipfs/…`), the Prometheus
     # endpoint, and last the web pages (their `/…` paths are the catch-all).
     routes += discovery_routes(state)
@@ -397,11 +397,12 @@ def make_app(state: NodeState) -> Starlette:
     routes += web_routes(state)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AddressRateLimit, limiter=access.by_address)],
+        middleware=[Middleware(AddressRateLimit, limiter=access.by_address,
+                               max_body=max_body)],
         exception_handlers={
             DreError: on_dre_error,
             HTTPException: on_http_error,
             Exception: on_crash,
         },
-        max_body_size=MAX_REQUEST_BODY,
+        max_body_size=max_body,
     )

@@ -434,14 +434,14 @@ async def search_with_peers(
     at once, merged, within ``timeout`` seconds (peers late by then are reported, not awaited).
 
     ``service`` None (no libp2p host) searches this node only and says so in ``notice``.
-    Raises :class:`ValidationError` for a bad query or timeout, and whatever the engine raises
-    for a query it rejects.
+    Raises :class:`ValidationError` for a bad query or timeout (HTTP 400), :class:`DreError`
+    when no engine runs (HTTP 503), and whatever the engine raises for a query it rejects.
     """
     validate_query(query)
     if not (math.isfinite(timeout) and 0 < timeout <= MAX_BUDGET_MS / 1000):
         raise ValidationError(f"timeout must be more than 0 and at most {MAX_BUDGET_MS // 1000} s")
     if engine is None:
-        raise ValidationError("search is not running on this node")
+        raise DreError("search is not running on this node")
     deadline = trio.current_time() + timeout
     local_query = widened_query(query)
     results: dict[str, Any] = {}

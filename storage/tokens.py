@@ -26,6 +26,7 @@ generation kept).
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -159,7 +160,7 @@ class TokenStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _load(self) -> list[TokenInfo]:
+    def _load(self) -> builtins.list[TokenInfo]:
         doc = read_json_file(self.path, _TokenFile, max_bytes=_MAX_FILE_BYTES,
                              default=_TokenFile(version=_FILE_VERSION, tokens=[]))
         if doc.version != _FILE_VERSION:
@@ -204,7 +205,7 @@ class TokenStore:
     # -- writing -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[list[TokenInfo]]:
+    def _locked(self) -> Iterator[builtins.list[TokenInfo]]:
         if not self.home.is_dir():
             raise NotFoundError(f"no DRE home at {self.home}: run `dre init` first")
         # One writer at a time across processes; readers never wait (the file is replaced
@@ -216,7 +217,7 @@ class TokenStore:
         finally:
             os.close(fd)
 
-    def _save(self, tokens: list[TokenInfo]) -> None:
+    def _save(self, tokens: builtins.list[TokenInfo]) -> None:
         data = msgspec.json.format(
             msgspec.json.encode(_TokenFile(version=_FILE_VERSION, tokens=tokens)), indent=1)
         write_private_file(self.path, data + b"\n", overwrite=True)
@@ -262,9 +263,10 @@ class TokenStore:
                 if token.id == token_id:
                     if token.revoked is not None:
                         raise ValidationError(f"token {token_id} is already revoked")
-                    tokens[i] = msgspec.structs.replace(token, revoked=now)
+                    revoked: TokenInfo = msgspec.structs.replace(token, revoked=now)
+                    tokens[i] = revoked
                     self._save(tokens)
-                    return tokens[i].public()
+                    return revoked.public()
         raise NotFoundError(f"no token with id {token_id}")
 
 
