@@ -36,6 +36,8 @@ the event loop, and only one chunk of it is in memory at a time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import html
 import logging
@@ -47,7 +49,18 @@ from urllib.parse import quote
 
 from dre.protocol import dagpb, exporter, unixfs
 from dre.protocol.car import encode_block, encode_header
-from dre.protocol.cid import CID, DAG_CBOR, DAG_PB, RAW, cid_to_bytes, parse_cid, verify_block
+from dre.protocol.cid import (
+    CID,
+    DAG_CBOR,
+    DAG_PB,
+    MAX_CID_TEXT,
+    RAW,
+    cid_from_bytes,
+    cid_to_bytes,
+    multihash_of,
+    parse_cid,
+    verify_block,
+)
 from dre.protocol.errors import DreError, IntegrityError, NotFoundError, ValidationError
 from dre.protocol.links import links_of
 from dre.protocol.unixfs import DataType
@@ -318,6 +331,35 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# CID text, fast
+#
+# multiformats spends ~1 ms on each str(CID) and CID.decode (generic base tables); a gateway
+# request prints its CIDs several times. CIDv1 in base32 — every CID we mint and the only form
+# parse_cid returns — is done here with the standard library; anything else takes the slow path.
+
+
+def _cid_text(cid: CID) -> str:
+    """``str(cid)``, without multiformats' base32 encoder for CIDv1."""
+    if cid.version != 1:
+        return str(cid)
+    return "b" + base64.b32encode(cid_to_bytes(cid)).decode("ascii").lower().rstrip("=")
+
+
+def _parse_cid(text: str) -> CID:
+    """:func:`dre.protocol.cid.parse_cid`, with a fast path for canonical base32 CIDv1."""
+    if 1 < len(text) <= MAX_CID_TEXT and text[0] == "b" and text.isascii():
+        body = text[1:].upper()
+        try:
+            cid = cid_from_bytes(base64.b32decode(body + "=" * (-len(body) % 8)))
+        except (binascii.Error, IntegrityError, ValueError):
+            return parse_cid(text)  # its error message says what is wrong
+        if cid.version == 1 and multihash_of(cid)[:2] == b"\x12\x20" and \
+                _cid_text(cid) == text:
+            return cid
+    return parse_cid(text)
+
+
+# --------------------------------------------------------------------------------------------
 # Ranged file reads
 
 
@@ -414,7 +456,7 @@ class _Resolved:
 
     @property
     def ipfs_path(self) -> str:
-        return "/ipfs/" + "/".join([str(self.root), *self.parts])
+        return "/ipfs/" + "/".join([_cid_text(self.root), *self.parts])
 
 
 def _recording(store: BlockStore, into: list[CID]) -> exporter.BlockGetter:
@@ -433,7 +475,7 @@ def _split(rest: str) -> tuple[CID, tuple[str, ...]]:
     if not cid_text:
         raise GatewayError(400, "give a CID: /ipfs/<cid>[/path]")
     try:
-        root = parse_cid(cid_text)
+        root = _parse_cid(cid_text)
     except ValidationError as exc:
         raise GatewayError(400, str(exc)) from None
     parts = tuple(p for p in path.split("/") if p not in ("", "."))
@@ -482,7 +524,7 @@ class _CarWriter:
     def add(self, cid: CID) -> list[CID] | None:
         """Queue ``cid``'s verified section; its links, or None if it was already sent."""
         key = cid_to_bytes(cid)
-        if key in self.seen or cid.hashfun.code == _IDENTITY:
+        if key in self.seen or multihash_of(cid)[0] == _IDENTITY:
             return None  # the spec: identity CIDs are never sent, they carry their own bytes
         if len(self.seen) >= MAX_CAR_BLOCKS:
             raise IntegrityError(f"DAG larger than {MAX_CAR_BLOCKS} blocks")
@@ -590,7 +632,7 @@ def _common(resolved: _Resolved, etag: str) -> dict[str, str]:
         "Cache-Control": IMMUTABLE,
         "ETag": etag,
         "X-Ipfs-Path": quote(resolved.ipfs_path, safe=_PATH_SAFE),
-        "X-Ipfs-Roots": ",".join(str(c) for c in resolved.roots),
+        "X-Ipfs-Roots": ",".join(_cid_text(c) for c in resolved.roots),
         "X-Content-Type-Options": "nosniff",
         "Vary": "Accept",
     }
@@ -611,8 +653,9 @@ def _location(request: Request, fmt: str) -> dict[str, str]:
 
 def _raw_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Response:
     cid = resolved.root
-    headers = {**_common(resolved, f'"{cid}.raw"'), **_location(request, "raw"),
-               "Content-Disposition": f'attachment; filename="{cid}.bin"'}
+    name = _cid_text(cid)
+    headers = {**_common(resolved, f'"{name}.raw"'), **_location(request, "raw"),
+               "Content-Disposition": f'attachment; filename="{name}.bin"'}
     if (cached := _not_modified(request, headers)) is not None:
         return cached
     data = store.get(cid)
@@ -628,9 +671,9 @@ def _car_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Res
     variant = "\x00".join(
         ["/".join(resolved.parts), options.scope, options.entity_bytes or ""]).encode()
     tag = hashlib.sha256(variant).hexdigest()[:16]
-    headers = {**_common(resolved, f'"{resolved.root}.car.{tag}"'),
-               **_location(request, "car"),
-               "Content-Disposition": f'attachment; filename="{resolved.root}.car"'}
+    name = _cid_text(resolved.root)
+    headers = {**_common(resolved, f'"{name}.car.{tag}"'), **_location(request, "car"),
+               "Content-Disposition": f'attachment; filename="{name}.car"'}
     if (cached := _not_modified(request, headers)) is not None:
         return cached
     if options.entity_bytes is not None:
@@ -662,7 +705,7 @@ def _content_type(name: str, head: Callable[[], bytes]) -> str:
 
 def _file_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Response:
     cid = resolved.target
-    headers = {**_common(resolved, f'"{cid}"'), "Content-Security-Policy": SANDBOX,
+    headers = {**_common(resolved, f'"{_cid_text(cid)}"'), "Content-Security-Policy": SANDBOX,
                "Accept-Ranges": "bytes"}
     if (cached := _not_modified(request, headers)) is not None:
         return cached
@@ -721,7 +764,7 @@ def _directory_answer(request: Request, store: BlockStore, resolved: _Resolved) 
         inner = _Resolved(resolved.root, (*resolved.parts, "index.html"),
                           (*resolved.roots, index), resolved.path_blocks)
         return _file_answer(request, store, inner)
-    headers = {**_common(resolved, f'W/"DirIndex-{LISTING_VERSION}_CID-{target}"'),
+    headers = {**_common(resolved, f'W/"DirIndex-{LISTING_VERSION}_CID-{_cid_text(target)}"'),
                "Content-Security-Policy": LISTING_CSP}
     if (cached := _not_modified(request, headers)) is not None:
         return cached
@@ -754,7 +797,7 @@ def _listing_page(store: BlockStore, resolved: _Resolved) -> str:
         rows.append(
             f'<tr><td><a href="{esc(quote(name, safe=""))}{slash}">{esc(name)}{slash}</a></td>'
             f'<td class="size">{esc(size)}</td>'
-            f'<td><a class="cid" href="/ipfs/{child}">{child}</a></td></tr>')
+            f'<td><a class="cid" href="/ipfs/{_cid_text(child)}">{_cid_text(child)}</a></td></tr>')
     note = f"<p>Only the first {MAX_LISTING} entries are shown.</p>" if more else ""
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -762,7 +805,8 @@ def _listing_page(store: BlockStore, resolved: _Resolved) -> str:
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
         "td{padding:.2em 1em .2em 0}.size{text-align:right}.cid{font-family:monospace;"
         "color:#666;font-size:.85em}</style></head><body>"
-        f"<h1>Index of {title}</h1><p>{count} entries &middot; {esc(str(resolved.target))}</p>"
+        f"<h1>Index of {title}</h1>"
+        f"<p>{count} entries &middot; {esc(_cid_text(resolved.target))}</p>"
         f"<table>{''.join(rows)}</table>{note}</body></html>\n"
     )
 
@@ -771,8 +815,9 @@ def _deserialized_answer(request: Request, store: BlockStore, resolved: _Resolve
     target = resolved.target
     if target.codec.code not in (RAW, DAG_PB):
         # Not UnixFS (a signed manifest, say): hand the verified block over as a download.
-        headers = {**_common(resolved, f'"{target}"'),
-                   "Content-Disposition": f'attachment; filename="{target}.bin"'}
+        name = _cid_text(target)
+        headers = {**_common(resolved, f'"{name}"'),
+                   "Content-Disposition": f'attachment; filename="{name}.bin"'}
         if (cached := _not_modified(request, headers)) is not None:
             return cached
         data = store.get(target)
@@ -785,7 +830,8 @@ def _deserialized_answer(request: Request, store: BlockStore, resolved: _Resolve
         return _directory_answer(request, store, resolved)
     if kind == "symlink":
         # Not followed (a link may point anywhere); its target is the answer, as plain text.
-        headers = {**_common(resolved, f'"{target}"'), "Content-Security-Policy": SANDBOX}
+        headers = {**_common(resolved, f'"{_cid_text(target)}"'),
+                   "Content-Security-Policy": SANDBOX}
         if (cached := _not_modified(request, headers)) is not None:
             return cached
         link = exporter.read_symlink(store.get, target).encode()

@@ -21,6 +21,8 @@ from dre.node.gateway import (
     RAW_BLOCK_TYPE,
     ByteRange,
     GatewayError,
+    _cid_text,
+    _parse_cid,
     parse_accept,
     parse_entity_bytes,
     parse_range,
@@ -29,7 +31,17 @@ from dre.node.gateway import (
 from dre.node.http_api import NodeState, make_app
 from dre.protocol import exporter
 from dre.protocol.car import read_car
-from dre.protocol.cid import CID, RAW, Block, cid_for, verify_block
+from dre.protocol.cid import (
+    CID,
+    DAG_CBOR,
+    DAG_PB,
+    RAW,
+    Block,
+    cid_for,
+    parse_cid,
+    verify_block,
+)
+from dre.protocol.errors import ValidationError
 from dre.protocol.importer import ImportProfile
 from dre.protocol.keys import PublisherKey
 from dre.protocol.links import iter_dag
@@ -527,6 +539,28 @@ def test_accept_parser_never_crashes(header: str) -> None:
         assert parse_accept(header) in (None, "raw", "car")
     except GatewayError as exc:
         assert exc.status in (400, 406)
+
+
+@given(st.binary(max_size=64), st.sampled_from([RAW, DAG_PB, DAG_CBOR]), st.sampled_from([0, 1]))
+def test_fast_cid_text_is_the_canonical_form(data: bytes, codec: int, version: int) -> None:
+    if version == 0 and codec != DAG_PB:
+        return
+    cid = cid_for(data, codec, version)
+    assert _cid_text(cid) == str(cid)
+    assert _parse_cid(str(cid)) == parse_cid(str(cid))
+
+
+@given(st.text(max_size=80) | st.text("abcdefghijklmnopqrstuvwxyz234567", max_size=70).map(
+    lambda s: "b" + s))
+def test_fast_cid_parser_agrees_with_parse_cid(text: str) -> None:
+    try:
+        expected = parse_cid(text)
+    except ValidationError as exc:
+        with pytest.raises(ValidationError) as got:
+            _parse_cid(text)
+        assert str(got.value) == str(exc)
+        return
+    assert _parse_cid(text) == expected
 
 
 def test_accept_preferences() -> None:
