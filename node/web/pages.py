@@ -269,7 +269,7 @@ class WebPages:
         if tab == "docs":
             context["doc_html"] = await self._repo_call(lambda: self._rendered_doc(manifest.doc))
         elif tab == "versions":
-            self.tally.update(repo)
+            await self._repo_call(lambda: self.tally.update(repo))
             received = set(self.tally.received_records)
             entries = await self._repo_call(lambda: model.timeline(repo, versions, received))
             context["timeline"] = [(e, *self._diff(e.doc_diff)) for e in entries]

@@ -176,10 +176,11 @@ def test_search_open_package_switch_tabs_and_dashboard(page: Any, node_url: str)
     assert links and all(href.startswith("/ipfs/baf") for href in links)
     shot(page, "06-package-files")
 
-    # A file opens through the gateway, as its bytes.
+    # A file opens through the gateway, by its path under the package root.
     with page.expect_navigation():
-        page.click("table.file-tree a:text-is('py.typed')")
-    assert "/ipfs/" in page.url
+        page.click("table.file-tree a:text-is('__init__.py')")
+    assert page.url.endswith("/src/acme_retry/__init__.py") and "/ipfs/baf" in page.url
+    assert "def call_with_retry(" in page.inner_text("body")
 
     # An older version, from the version picker.
     page.goto(node_url + "/packages/@acme/retry")

@@ -225,8 +225,9 @@ async def test_files_tab_links_every_file_to_the_gateway(client: httpx.AsyncClie
     files = flatten_tree(repo.store.get, package)
     assert files
     for path, file_cid in files.items():
-        name = path.rsplit("/", 1)[-1]
-        assert f'href="/ipfs/{file_cid}?filename={name}"' in page, path
+        # By path under the package root (the gateway names the type), and by its own CID.
+        assert f'href="/ipfs/{package}/{path}"' in page, path
+        assert f'href="/ipfs/{file_cid}"' in page, path
     assert f'href="/ipfs/{package}/"' in page
     assert "src/" in text_of(page)
 
@@ -468,6 +469,19 @@ async def test_hostile_document_renders_inert(client: httpx.AsyncClient,
     assert "[click me](javascript:alert(1))" in doc  # the link was refused, its text kept
     versions = (await client.get("/packages/xss-probe", params={"tab": "versions"})).text
     assert '<span class="add">+&lt;script&gt;window.__pwned=7&lt;/script&gt;</span>' in versions
+
+
+@pytest.mark.trio
+async def test_query_text_is_reflected_escaped(client: httpx.AsyncClient,
+                                              registry: LocalRegistry) -> None:
+    probe = '"><script>window.__pwned=9</script><img src=x onerror=alert(1)>'
+    page = (await client.get("/", params={"q": probe})).text
+    main = page.split('<main class="wrap">', 1)[1].split("</main>", 1)[0]
+    assert "window.__pwned=9" in html.unescape(main)  # shown back to the user, as text
+    parser = _Elements()
+    parser.feed(main)
+    assert not [tag for tag, _ in parser.elements if tag in ("script", "img")]
+    assert all(not name.startswith("on") for _, attrs in parser.elements for name, _ in attrs)
 
 
 @settings(max_examples=300, deadline=None)
