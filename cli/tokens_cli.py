@@ -67,7 +67,7 @@ def token() -> None:
 @click.option("--scope", "scopes", multiple=True, required=True,
               help="Scope the token acts in (@team), repeatable; * for every scope and "
                    "unscoped names.")
-@click.option("--can", "rights", multiple=True, required=True, type=click.Choice(RIGHTS),
+@click.option("--can", "rights", multiple=True, required=True, metavar="|".join(RIGHTS),
               help="Right: publish, scopes (create, grant, revoke), admin (all, and the "
                    "audit trail). Repeatable.")
 @click.option("--name", default="token", show_default=True, help="A label for listings.")

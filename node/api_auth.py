@@ -58,7 +58,9 @@ def status_of(exc: BaseException) -> int:
     ):
         if isinstance(exc, kind):
             return status
-    return 500
+    # Any other error raised on purpose is a condition of this node (a part not running, a
+    # busy log to retry), not a bug: 503. Only crashes and bad stored data are 500.
+    return 503 if isinstance(exc, DreError) else 500
 
 
 def client_address(scope: Scope) -> str:
