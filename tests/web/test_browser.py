@@ -34,6 +34,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 
 pytestmark = [
     pytest.mark.slow,
+    # One node and one browser for the module, on one xdist worker (`make test` uses loadgroup).
+    pytest.mark.xdist_group("web-browser"),
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason="/usr/bin/chromium is not installed (.ci/system-deps installs it)"),
 ]
