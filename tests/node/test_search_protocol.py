@@ -1,8 +1,8 @@
 """Federated search between real py-libp2p hosts on loopback, over real node homes.
 
 Every honest node is a :class:`~dre.node.host.HostHandle` plus a home with packages published
-into its registry and a full-text engine over that home's search index
-(:mod:`dre.storage.search_index`, caught up from the registry's log as the node does), wired to a
+into its registry and the node's :class:`~dre.node.search_engine.SearchEngine` over that home
+(text mode, caught up from the registry's log as the node does), wired to a
 :class:`~dre.node.search_protocol.SearchService`. The misbehaving peers are built from the same
 host: one that accepts the stream and never answers, one that answers garbage, one that answers
 with more hits than asked for.
@@ -25,6 +25,7 @@ import trio
 from dre.node import compat, search_protocol
 from dre.node.compat import NetworkError
 from dre.node.host import HostHandle, open_host
+from dre.node.search_engine import SearchEngine
 from dre.node.search_protocol import (
     FAULT_PENALTY,
     PENALTY_LIMIT,
@@ -35,9 +36,9 @@ from dre.node.search_protocol import (
     serve_search,
 )
 from dre.protocol import dagcbor, varint
-from dre.protocol.errors import ValidationError
+from dre.protocol.errors import DreError, ValidationError
 from dre.protocol.keys import PublisherKey
-from dre.protocol.search import SearchHit, SearchQuery, SearchResult, fts_match_expression
+from dre.protocol.search import SearchHit, SearchQuery, SearchResult
 from dre.protocol.search_wire import (
     PROTOCOL_ID,
     SearchAnswer,
@@ -53,7 +54,6 @@ from dre.protocol.search_wire import (
 )
 from dre.storage.registry import LocalRegistry
 from dre.storage.repo import Repo
-from dre.storage.search_index import SearchIndex, catch_up
 
 NET = "searchtest"
 EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples"
@@ -68,36 +68,23 @@ def seed(n: int) -> bytes:
     return hashlib.sha256(b"search-%d" % n).digest()
 
 
-class IndexEngine:
-    """Full-text search over one home's search index: ``SearchEngine.search`` in text mode."""
+class CountingEngine:
+    """The node's real engine (text mode: no model in these tests), counting the queries."""
 
-    def __init__(self, index: SearchIndex) -> None:
-        self.index = index
+    def __init__(self, engine: SearchEngine) -> None:
+        self.engine = engine
         self.calls = 0
 
     def search(self, query: SearchQuery) -> SearchResult:
         self.calls += 1
-        expression = fts_match_expression(query.text)
-        ids = (self.index.text_ranking(expression, category=query.category,
-                                       limit=query.offset + query.limit)
-               if expression else [])[query.offset:]
-        found = self.index.packages(ids)
-        hits = [
-            SearchHit(name=p.name, version=p.version, manifest=p.manifest,
-                      description=p.description, category=p.category, keywords=p.keywords,
-                      score=float(len(ids) - rank), trust=p.trust, reproducible=p.reproducible,
-                      downloads=p.downloads, created=p.created, updated=p.updated)
-            for rank, p in enumerate(found[i] for i in ids)
-        ]
-        total = self.index.text_count(expression, category=query.category) if expression else 0
-        return SearchResult(query=query, hits=hits, total=total, mode="text")
+        return self.engine.search(query)
 
 
 @dataclass
 class Node:
     host: HostHandle
     repo: Repo
-    engine: IndexEngine
+    engine: CountingEngine
     search: SearchService
 
 
@@ -111,9 +98,10 @@ async def node(stack: AsyncExitStack, home: Path, n: int, *docs: str,
         registry.create_scope("@acme", ALICE, now=NOW)
     for doc in docs:
         registry.publish((EXAMPLES / doc).read_bytes(), ALICE, now=NOW)
-    index = stack.enter_context(SearchIndex(home / "search.sqlite"))
-    catch_up(index, repo)
-    engine = IndexEngine(index)
+    real = SearchEngine.open(repo, semantic=False)
+    stack.callback(real.close)
+    real.catch_up()
+    engine = CountingEngine(real)
     host = await stack.enter_async_context(open_host(seed(n), network=NET))
     yield Node(host, repo, engine, serve_search(host, lambda: engine, **options))
 
@@ -415,8 +403,9 @@ async def test_peer_without_the_protocol_and_no_peers(homes: Callable[[str], Pat
         assert solo.notice is not None and "only its own index" in solo.notice
         with pytest.raises(ValidationError, match="timeout"):
             await search_with_peers(a.search, a.engine, QUERY, timeout=11)
-        with pytest.raises(ValidationError, match="not running"):
+        with pytest.raises(DreError, match="not running") as caught:
             await search_with_peers(a.search, None, QUERY)
+        assert not isinstance(caught.value, ValidationError)  # a 503, not the user's fault
 
 
 def test_node_settings_match_spec() -> None:
