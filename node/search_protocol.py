@@ -325,6 +325,11 @@ class SearchService:
                 except DreError as exc:
                     stats.failures += 1
                     out.failed[peer] = str(exc)
+                except Exception as exc:
+                    # A py-libp2p surprise on one stream must not fail the user's search.
+                    _log.warning("federated search: asking %s failed", peer, exc_info=True)
+                    stats.failures += 1
+                    out.failed[peer] = f"stream to {peer} failed: {type(exc).__name__}"
                 return
             stats.timeouts += 1
             out.timed_out.append(peer)
@@ -355,7 +360,8 @@ class SearchService:
             raise
         await _close_soon(self, stream)
         if isinstance(response, SearchRefused):
-            raise _Refused(f"{peer} refused: {response.reason}")
+            # The peer's words reach a terminal: no control characters.
+            raise _Refused(f"{peer} refused: {_printable(response.reason)}")
         assert isinstance(response, SearchAnswer)
         return hits_from_answer(response, peer)
 
@@ -495,6 +501,10 @@ async def _close_soon(service: SearchService, stream: Any) -> None:
         service._background.start_soon(_close, stream)
     else:
         await _close(stream)
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def _remote_peer(stream: Any) -> str:

@@ -339,6 +339,23 @@ def _raising(query: SearchQuery) -> SearchResult:
 
 
 @pytest.mark.trio
+async def test_refusal_reasons_reach_the_user_without_control_characters(
+    homes: Callable[[str], Path],
+) -> None:
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(node(stack, homes("a"), 1, "dotfiles-kit.md"))
+        rude = await stack.enter_async_context(open_host(seed(8), network=NET))
+        rude.set_stream_handler(PROTOCOL_ID, garbage_handler(
+            lambda request: encode_response(SearchRefused("no\x1b[2J\nway"))))
+        await a.host.connect(rude.addrs[0])
+        with trio.fail_after(10):
+            result = await federated_search(a.search, QUERY, await local_result(a),
+                                            deadline=trio.current_time() + 5)
+        assert result.failed[0].reason == f"{rude.peer_id} refused: no?[2J?way"
+        assert a.search.stats[rude.peer_id].penalty == 0  # a refusal is not misbehaviour
+
+
+@pytest.mark.trio
 async def test_engine_off_and_busy_are_refusals(homes: Callable[[str], Path]) -> None:
     async with AsyncExitStack() as stack:
         b = await stack.enter_async_context(
