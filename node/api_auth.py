@@ -159,7 +159,9 @@ class AccessControl:
             token: TokenInfo | None = None
             try:
                 token = self.authenticate(request)
-                wait = self.by_token.take(token.id, time.monotonic(), 1 + extra_cost)
+                # One unit per request: the address bucket already weighs heavy work, the
+                # token's counts operations (a CI job publishing 100 packages is not abuse).
+                wait = self.by_token.take(token.id, time.monotonic())
                 if wait > 0:
                     raise RateLimited(f"too many requests with token {token.id}; retry in "
                                       f"{math.ceil(wait)} s", wait)

@@ -1,9 +1,9 @@
 """Rate limits of the HTTP API: token buckets per client address and per API token.
 
-A bucket holds up to ``burst`` units and refills at ``rate`` units per second; a request takes
-``cost`` units (1 for a read, :attr:`RateLimits.heavy_cost` for work that regenerates, verifies
-or publishes). An empty bucket answers with the seconds until the request would fit, which the
-API sends as ``429`` with ``Retry-After``.
+A bucket holds up to ``burst`` units and refills at ``rate`` units per second. In an address's
+bucket a request takes 1 unit, or :attr:`RateLimits.heavy_cost` for work that generates,
+verifies or publishes; in a token's bucket every request takes 1. An empty bucket answers with
+the seconds until the request would fit, which the API sends as ``429`` with ``Retry-After``.
 
 The limits are read from ``<home>/api.json`` (``{"per_address_rate": 50, …}``; every field is
 optional, unknown fields are refused) when the node starts. The number of buckets is bounded:
@@ -38,7 +38,7 @@ class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Requests made with one API token (writes).
     per_token_rate: float = 20.0
     per_token_burst: float = 200.0
-    #: Units taken by a heavy request (publish, verify, regenerate, generate).
+    #: Units a heavy request (publish, verify, regenerate, generate…) takes from its address.
     heavy_cost: float = 5.0
 
 
