@@ -97,6 +97,8 @@ MAX_INFLIGHT_PER_PEER: Final = 2
 MAX_INFLIGHT: Final = 8
 # Bound of cleaning up a stream inline when no background nursery runs (tests, tools).
 _INLINE_CLEANUP: Final = 0.25
+# Bound of a background reset: short, so a stopping node is not held by a wedged peer.
+_BACKGROUND_CLEANUP: Final = 1.0
 # Extra time a responder gives its write past the request's budget (the answer is on its way).
 _WRITE_GRACE: Final = 1.0
 
@@ -367,7 +369,7 @@ class SearchService:
 
     def _discard(self, stream: Any) -> None:
         if self._background is not None:
-            self._background.start_soon(_reset, stream)
+            self._background.start_soon(_reset, stream, _BACKGROUND_CLEANUP)
         else:
             self._inline_resets.append(stream)
 
