@@ -29,9 +29,10 @@ from dre.storage.tokens import (
     TokenStore,
     token_covers,
 )
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api_common import (
     ApiRoute,
@@ -81,11 +82,11 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 class AddressRateLimit:
-    """ASGI middleware for every HTTP request: one token bucket per client address, and a
-    declared body (Content-Length) over ``max_body`` refused before anything else (413).
+    """ASGI middleware for every HTTP request: one token bucket per client address, and the
+    app-wide body limit ``max_body`` (413): a declared Content-Length over it is refused before
+    anything else, a chunked body as soon as it passes it.
 
-    Routes check their own, smaller limits as they read (:func:`api_common.read_body`);
-    Starlette's ``max_body_size`` stays as the backstop for a chunked body over ``max_body``.
+    Routes check their own, smaller limits as they read (:func:`api_common.read_body`).
     """
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, max_body: int) -> None:
@@ -109,7 +110,26 @@ class AddressRateLimit:
                          f"{self.max_body} bytes")
                 await response(scope, receive, send)
                 return
+            await self.app(scope, self._bounded(receive), send)
+            return
         await self.app(scope, receive, send)
+
+    def _bounded(self, receive: Receive) -> Receive:
+        # A body without Content-Length (chunked) is counted as it arrives; the exception is
+        # raised inside the handler's read, so the app's handler answers it as JSON.
+        total = 0
+
+        async def bounded() -> Message:
+            nonlocal total
+            message = await receive()
+            if message["type"] == "http.request":
+                total += len(message.get("body", b""))
+                if total > self.max_body:
+                    raise HTTPException(413, f"request body is over the limit of "
+                                             f"{self.max_body} bytes")
+            return message
+
+        return bounded
 
 
 class AccessControl:

@@ -371,8 +371,8 @@ def make_app(state: NodeState) -> Starlette:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        message = {404: "no such API route", 405: "method not allowed",
-                   413: "request body too large"}.get(exc.status_code, str(exc.detail))
+        message = {404: "no such API route", 405: "method not allowed"}.get(
+            exc.status_code, str(exc.detail))
         return JSONResponse(ErrorBody(message), status_code=exc.status_code,
                             headers=exc.headers)
 
@@ -384,7 +384,7 @@ def make_app(state: NodeState) -> Starlette:
         Route(f"{API_PREFIX}/openapi.json", openapi, methods=["GET"]),
     ]
     # Each route's own body limit is checked by its handler as it reads (a JSON 413 line);
-    # the app-wide limit below only backstops the largest of them.
+    # the app-wide limit (AddressRateLimit's max_body) only backstops the largest of them.
     routes += [Route(starlette_path(r.path), access.serve(r), methods=[r.method])
                for r in table]
     # Order matters: the API's routes first, then the IPFS gateway (`/ipfs/…`), the Prometheus
@@ -404,5 +404,6 @@ def make_app(state: NodeState) -> Starlette:
             HTTPException: on_http_error,
             Exception: on_crash,
         },
-        max_body_size=max_body,
+        # No Starlette max_body_size: its 413 is plain text; AddressRateLimit enforces
+        # max_body with a JSON answer.
     )
