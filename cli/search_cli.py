@@ -31,6 +31,7 @@ from dre.protocol.search import (
     SearchResult,
     validate_query,
 )
+from dre.protocol.search_wire import FederatedResult
 
 from .node_cli import api_call, local_node_running, node_target
 from .output import emit_json, json_option
@@ -128,14 +129,19 @@ def _local_notice(line: str) -> None:
               help="Full text, semantic (embeddings), or both fused.")
 @click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many results.")
 @_limit_option
-# Federated search (`--federated`) hooks in here: a flag that sends the query through the
-# node's federated route instead of the local one.
+@click.option("--federated", is_flag=True,
+              help="Also ask the node's connected peers (needs a running node).")
+@click.option("--deadline", type=click.FloatRange(0.1, 10.0), default=2.0, show_default=True,
+              help="With --federated: seconds to wait for peers; late ones are reported.")
 @json_option
 def search(query: str, category: str | None, sort: str, mode: str, offset: int, limit: int,
-           as_json: bool) -> None:
+           federated: bool, deadline: float, as_json: bool) -> None:
     """Search packages by what they do (QUERY in plain words; empty lists packages)."""
     request = validate_query(SearchQuery(text=query, category=category or None, sort=sort,
                                          mode=mode, limit=limit, offset=offset))
+    if federated:
+        _federated_search(request, deadline, as_json)
+        return
     if local_node_running():
         params = [("q", request.text), ("sort", sort), ("mode", mode),
                   ("limit", str(limit)), ("offset", str(offset))]
@@ -158,6 +164,39 @@ def search(query: str, category: str | None, sort: str, mode: str, offset: int, 
     if result.total > offset + len(result.hits):
         click.echo(f"({len(result.hits)} of {result.total}; --offset {offset + len(result.hits)}"
                    " for more)")
+
+
+def _federated_search(request: SearchQuery, deadline: float, as_json: bool) -> None:
+    if not local_node_running():
+        raise DreError("--federated needs a running node (`dre node start`): peers are "
+                       "reached through it")
+    params = [("q", request.text), ("sort", request.sort), ("mode", request.mode),
+              ("limit", str(request.limit)), ("offset", str(request.offset)),
+              ("federated", "1"), ("timeout_ms", str(round(deadline * 1000)))]
+    if request.category:
+        params.append(("category", request.category))
+    doc = _ask_node("/search", params)
+    try:
+        result = msgspec.convert(doc, FederatedResult)
+    except msgspec.ValidationError as exc:
+        raise DreError(f"the node sent a federated result this dre does not understand: "
+                       f"{exc}") from None
+    if result.notice and request.mode != "text":
+        _local_notice(result.notice)
+    for peer in result.timed_out:
+        _local_notice(f"peer {peer} did not answer within {deadline:g} s")
+    for failure in result.failed:
+        _local_notice(f"peer {failure.peer}: {failure.reason}")
+    if as_json:
+        emit_json(result)
+        return
+    _print_table(result.hits)
+    for hit in result.hits:
+        if hit.source is not None:
+            click.echo(f"{hit.name}@{hit.version} from peer {hit.source}")
+    click.echo(f"({len(result.answered)} of "
+               f"{len(result.answered) + len(result.timed_out) + len(result.failed)} peers "
+               "answered)")
 
 
 # -- similar / recommend ---------------------------------------------------------------------------

@@ -27,9 +27,12 @@ import msgspec
 import trio
 from dre.protocol.errors import DreError, ValidationError
 from dre.protocol.search import MAX_QUERY_CHARS, SearchHit, SearchQuery, SearchResult
+from dre.protocol.search_wire import DEFAULT_DEADLINE, FederatedResult
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+
+from .search_protocol import search_with_peers
 
 if TYPE_CHECKING:
     from dre.node.http_api import NodeState
@@ -92,7 +95,16 @@ def discovery_routes(state: NodeState) -> list[BaseRoute]:
     async def run(call: Callable[[], Any]) -> Any:
         return await trio.to_thread.run_sync(call)
 
-    async def _answer_search(request: Request, query: SearchQuery) -> SearchResult:
+    async def _answer_search(request: Request,
+                             query: SearchQuery) -> SearchResult | FederatedResult:
+        federated = _param(request, "federated", "0")
+        if federated not in ("0", "1"):
+            raise ValidationError("federated must be 0 or 1")
+        if federated == "1":
+            # Peers late by the deadline are reported in the answer, never waited for.
+            timeout_ms = _int_param(request, "timeout_ms", int(DEFAULT_DEADLINE * 1000))
+            return await search_with_peers(state.federation, engine(), query,
+                                           timeout=timeout_ms / 1000)
         result: SearchResult = await run(lambda: engine().search(query))
         return result
 

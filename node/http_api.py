@@ -109,6 +109,8 @@ class NodeState:
     network: Any = None
     #: The search engine (:class:`dre.node.search_engine.SearchEngine`) once it runs.
     search: Any = None
+    #: Federated search (:class:`dre.node.search_protocol.SearchService`) while libp2p runs.
+    federation: Any = None
     started: float = field(default_factory=time.monotonic)
     #: The node's signing key (API publishes, scope changes, attestations); loaded from the
     #: home (``keys/node.key``, the node's identity) on first use when None.

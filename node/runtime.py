@@ -60,6 +60,7 @@ from .http_api import NodeState, make_app
 from .identity import node_identity
 from .peers import load_peers
 from .registry_service import RegistryService
+from .search_protocol import SearchService, run_search_protocol
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose trio-stubs shadow trio's own (newer) annotations for
@@ -213,6 +214,7 @@ class Node:
         if self.p2p:
             services.append(self._run_host)
             services.append(self._run_registry)
+            services.append(self._run_search_protocol)
         return services
 
     async def _run_service(
@@ -324,6 +326,17 @@ class Node:
             task_status.started()
             await self.shutdown.wait()
             state.p2p = False
+
+    async def _run_search_protocol(self, state: NodeState, *,
+                                   task_status: TaskStatus[None]) -> None:
+        assert self.host is not None
+        # The engine is looked up per query: a peer asking while none runs is told so.
+        service = SearchService(self.host, lambda: state.search, network=self.config.network)
+        state.federation = service
+        try:
+            await run_search_protocol(service, self.shutdown, task_status=task_status)
+        finally:
+            state.federation = None
 
     async def _run_registry(self, state: NodeState, *, task_status: TaskStatus[None]) -> None:
         assert self.host is not None and self._key is not None
