@@ -69,11 +69,13 @@ async def test_heavy_work_leaves_the_node_responsive(tmp_path: Path) -> None:
             status_seconds: list[float] = []
 
             async def heavy() -> None:
-                started = time.perf_counter()
-                response = await client.post("/api/v1/generate/preview",
-                                             json={"documentation": document})
-                assert response.status_code == 200, response.text
-                heavy_seconds.append(time.perf_counter() - started)
+                # Several in a row: long enough to sample on a fast or a busy machine.
+                for _ in range(4):
+                    started = time.perf_counter()
+                    response = await client.post("/api/v1/generate/preview",
+                                                 json={"documentation": document})
+                    assert response.status_code == 200, response.text
+                    heavy_seconds.append(time.perf_counter() - started)
                 heavy_done.set()
 
             async def status() -> None:
@@ -90,8 +92,8 @@ async def test_heavy_work_leaves_the_node_responsive(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     # Several status requests were answered while the document was being generated, each far
     # faster than the generation itself.
-    print(f"generate {heavy_seconds[0]:.3f} s; status x{len(status_seconds)}, median "
-          f"{sorted(status_seconds)[len(status_seconds) // 2] * 1000:.1f} ms")
-    assert heavy_seconds[0] > 0.2, heavy_seconds
-    assert len(status_seconds) >= 3
-    assert sorted(status_seconds)[len(status_seconds) // 2] < heavy_seconds[0] / 3
+    median_status = sorted(status_seconds)[len(status_seconds) // 2]
+    print(f"generate {min(heavy_seconds):.3f} s (x4); status x{len(status_seconds)}, median "
+          f"{median_status * 1000:.1f} ms")
+    assert len(status_seconds) >= 5
+    assert median_status < min(heavy_seconds) / 3
