@@ -9,6 +9,7 @@ matched by its own convertor (``@scope/name`` or ``name``) rather than by ``[^/]
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ __all__ = [
     "Unavailable",
     "decode_body",
     "error_response",
+    "int_param",
     "read_body",
     "run_heavy",
     "starlette_path",
@@ -163,7 +165,21 @@ class ApiRoute:
     description: str = ""
 
 
-# -- bodies ---------------------------------------------------------------------------------------
+# -- parameters and bodies ------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as an integer in [low, high] (ASCII digits only), else 400."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not _INTEGER.fullmatch(text) or not low <= int(text) <= high:
+        raise ValidationError(f"{name} must be a number from {low} to {high}")
+    return int(text)
+
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -171,7 +187,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     Content-Length before anything is read, else while it streams in."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not _DIGITS.fullmatch(declared):
             raise ValidationError("Content-Length is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes is over this route's limit "

@@ -52,6 +52,7 @@ from .api_common import (
     JSONResponse,
     QueryParam,
     decode_body,
+    int_param,
     read_body,
     run_heavy,
 )
@@ -484,13 +485,6 @@ def _version(request: Request) -> str:
     return version
 
 
-def _limit(request: Request, default: int) -> int:
-    text = request.query_params.get("limit", str(default))
-    if not text.isdigit() or not 1 <= int(text) <= _MAX_PAGE:
-        raise ValidationError(f"limit must be a number from 1 to {_MAX_PAGE}")
-    return int(text)
-
-
 class PackageApi:
     """Handlers over one node's state. ``write_lock`` serializes registry writes."""
 
@@ -768,14 +762,12 @@ class PackageApi:
                                       remembered=load_peers(self.state.repo.home)))
 
     async def audit(self, request: Request) -> Response:
-        after_text = request.query_params.get("after", "-1")
-        if not after_text.lstrip("-").isdigit() or int(after_text) < -1:
-            raise ValidationError("after must be a sequence number (or -1 for the start)")
-        limit = _limit(request, 100)
+        after = int_param(request, "after", -1, -1, 2**62)
+        limit = int_param(request, "limit", 100, 1, _MAX_PAGE)
         request.state.action = "read audit trail"
         self.access.require(request.state.token, "admin", None, "read the audit trail")
         entries = await run_heavy(
-            lambda: self.access.audit.entries(after=int(after_text), limit=limit + 1))
+            lambda: self.access.audit.entries(after=after, limit=limit + 1))
         page = entries[:limit]
         more = len(entries) > limit
         return JSONResponse(AuditPage(entries=page, next=page[-1].seq if more else None))

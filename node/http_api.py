@@ -53,6 +53,7 @@ from .api_common import (
     Unavailable,
     decode_body,
     error_response,
+    int_param,
     read_body,
     starlette_path,
 )
@@ -237,10 +238,7 @@ def _node_routes(state: NodeState, version: str) -> list[ApiRoute]:
         )
 
     async def list_packages(request: Request) -> Response:
-        limit_text = request.query_params.get("limit", str(MAX_PAGE))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise ValidationError(f"limit must be a number from 1 to {MAX_PAGE}")
-        limit = int(limit_text)
+        limit = int_param(request, "limit", MAX_PAGE, 1, MAX_PAGE)
         after = request.query_params.get("after")
         names = state.repo.index.names()
         if after is not None:

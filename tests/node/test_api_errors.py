@@ -75,3 +75,22 @@ async def test_each_error_has_its_status_and_one_line(repo: Repo) -> None:
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert "too many requests with token" in limited.json()["error"]
     assert repo.index.versions("@acme/retry").keys() == {"1.0.0"}
+
+
+@pytest.mark.trio
+async def test_odd_numbers_in_queries_are_400(repo: Repo) -> None:
+    admin = make_token(repo.home, "admin", scopes=("*",))
+    state = NodeState(repo=repo, peer_id=NODE.peer_id, config=NodeConfig(), key=NODE,
+                      limits=RateLimits(per_address_rate=0, per_token_rate=0))
+    transport = httpx.ASGITransport(app=make_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        for value in ("²", "--1", "1e3", "", " 5", "0x10", "9" * 40, "-2"):
+            listed = await client.get("/api/v1/packages", params={"limit": value})
+            assert listed.status_code == 400 and "limit must be" in listed.json()["error"]
+            audit = await client.get("/api/v1/audit", params={"after": value},
+                                     headers=bearer(admin))
+            assert audit.status_code == 400 and "after must be" in audit.json()["error"]
+        # A Content-Length that is not ASCII digits (httpx sends header bytes as given).
+        response = await client.post("/api/v1/generate/validate", content=b"{}",
+                                     headers={"Content-Length": "\xb2".encode("latin-1")})
+        assert response.status_code == 400 and "Content-Length" in response.json()["error"]
