@@ -42,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from . import discovery_api
 from .api_auth import AccessControl, AddressRateLimit, rate_limited_response, status_of
 from .api_common import (
     API_PREFIX,
@@ -351,9 +352,7 @@ def make_app(state: NodeState) -> Starlette:
     access = AccessControl(TokenStore(home), AuditTrail(home), limits)
     table = api_routes(state, access)
     max_body = max(MAX_REQUEST_BODY, *(r.body_limit for r in table))
-    # The discovery module may publish its operations for the OpenAPI document.
-    from . import discovery_api  # noqa: PLC0415 - optional attribute, read once here
-
+    # The discovery module may publish its operations (a list of ApiRoute) for the document.
     discovery_table = getattr(discovery_api, "discovery_operations", None)
     documented = [*table, *(discovery_table(state) if callable(discovery_table) else [])]
     document = msgspec.json.encode(openapi_document(documented, version=_dre_version()))
