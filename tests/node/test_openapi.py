@@ -14,6 +14,9 @@ import httpx
 import pytest
 import schemathesis
 import trio
+from dre.node import discovery_api
+from dre.node.api_common import ApiRoute, ErrorBody, JSONResponse
+from dre.node.api_packages import PeersView
 from dre.node.config import NodeConfig
 from dre.node.http_api import NodeState, api_routes, make_app
 from dre.node.ratelimit import RateLimits
@@ -149,3 +152,23 @@ def test_document_lists_every_route_with_its_shapes(node: _Node) -> None:
     version = document["paths"]["/api/v1/packages/{name}/{version}/download"]["get"]
     assert set(version["responses"]["200"]["content"]) == {"application/gzip",
                                                           "application/vnd.ipld.car"}
+
+
+def test_discovery_operations_join_the_document(node: _Node,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    async def handler(request: Any) -> JSONResponse:
+        return JSONResponse(ErrorBody("unused"))
+
+    monkeypatch.setattr(discovery_api, "discovery_operations", lambda state: [
+        ApiRoute("GET", "/api/v1/trending", handler, "Trending packages", "discovery",
+                 {200: PeersView, 400: None})], raising=False)
+    app = make_app(node.state)
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            return await client.get("/api/v1/openapi.json")
+
+    document = trio.run(get).json()
+    trending = document["paths"]["/api/v1/trending"]["get"]
+    assert trending["tags"] == ["discovery"] and set(trending["responses"]) == {"200", "400"}
