@@ -553,7 +553,8 @@ class PackageApi:
             raise
         request.state.record = str(result.manifest)
         status = 200 if result.already_published else 201
-        return JSONResponse(_publish_view(result, key.peer_id), status_code=status)
+        return JSONResponse(_publish_view(result, key.peer_id), status_code=status, headers={
+            "Location": f"{API_PREFIX}/packages/{result.name}/{result.version}"})
 
     async def package(self, request: Request) -> Response:
         name = _name(request)

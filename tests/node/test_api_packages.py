@@ -54,6 +54,7 @@ async def test_publish_then_visible(client: httpx.AsyncClient, repo: Repo) -> No
     assert published["name"] == "@acme/retry" and published["version"] == "1.0.0"
     assert published["publisher"] == NODE.peer_id and published["reproducible"] is True
     assert published["already_published"] is False
+    assert response.headers["location"] == "/api/v1/packages/@acme/retry/1.0.0"
     # The same document again: nothing new, 200.
     again = await publish(client, secret, "acme-retry-1.0.0.md")
     assert again.status_code == 200 and again.json()["already_published"] is True
