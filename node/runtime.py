@@ -152,7 +152,8 @@ class Node:
         try:
             repo, self._key = self._open()
             try:
-                state = NodeState(repo=repo, peer_id=self._key.peer_id, config=self.config)
+                state = NodeState(repo=repo, peer_id=self._key.peer_id, config=self.config,
+                                  key=self._key)
                 self.state = state
                 try:
                     await self._supervise(state, task_status)
@@ -261,6 +262,9 @@ class Node:
         host, port = parse_http_address(self.config.http)
         cfg = HypercornConfig()
         cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        # Hypercorn's default backlog of 100 overflowed (connection resets) under 300 clients
+        # at once; the kernel allows 4096 here.
+        cfg.backlog = 2048
         cfg.graceful_timeout = HTTP_GRACE
         cfg.keep_alive_timeout = 5.0
         cfg.accesslog = None
