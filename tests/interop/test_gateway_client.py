@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.interop
@@ -156,3 +157,27 @@ def test_a_multi_block_file_through_the_gateway(node: tuple[Path, str], gateway_
     root = dre(home, "add", "-q", str(tree)).strip()
     expected = digests(tree)
     check(gateway_fetch(api, root, sorted(expected), tmp_path), root, expected)
+
+
+def test_http_semantics_over_the_real_server(node: tuple[Path, str]) -> None:
+    """What the in-process tests check, once more through hypercorn on a socket."""
+    home, api = node
+    root = json.loads(dre(home, "info", "@acme/retry", "--json"))["package"]
+    with httpx.Client(base_url=api, timeout=30) as client:
+        head = client.head(f"/ipfs/{root}/README.md")
+        assert head.status_code == 200 and head.content == b""
+        size = int(head.headers["content-length"])
+        assert head.headers["content-type"] == "text/markdown; charset=utf-8"
+        ranged = client.get(f"/ipfs/{root}/README.md", headers={"Range": "bytes=2-9"})
+        assert ranged.status_code == 206 and len(ranged.content) == 8
+        assert ranged.headers["content-range"] == f"bytes 2-9/{size}"
+        etag = head.headers["etag"]
+        assert client.get(f"/ipfs/{root}/README.md",
+                          headers={"If-None-Match": etag}).status_code == 304
+        listing = client.get(f"/ipfs/{root}/")
+        assert listing.status_code == 200 and 'href="README.md"' in listing.text
+        car_head = client.head(f"/ipfs/{root}?format=car")
+        assert car_head.status_code == 200 and car_head.content == b""
+        assert car_head.headers["content-type"] == CAR_CONTENT_TYPE
+        missing = client.get("/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+        assert missing.status_code == 404 and "not on this node" in missing.text
