@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
+import trio
 from dre.protocol import dagpb, exporter, unixfs
 from dre.protocol.car import encode_block, encode_header
 from dre.protocol.cid import (
@@ -775,6 +776,22 @@ def _directory_answer(request: Request, store: BlockStore, resolved: _Resolved) 
     return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
 
+def _entry(store: BlockStore, cid: CID) -> tuple[str, str]:
+    """Kind and printed size of a directory entry, reading as little as possible: a raw block
+    is a whole file whose size the store knows without reading it; a dag-pb node is read (and
+    verified) once. A listing thus never hashes the files it lists."""
+    try:
+        if cid.codec.code == RAW:
+            size = store.size_of(cid)
+            return ("file", f"{size:,} B") if size is not None else ("missing", "")
+        info = exporter.stat(store.get, cid)
+    except NotFoundError:
+        return "missing", ""
+    except ValidationError:
+        return cid.codec.name, ""  # not UnixFS (dag-cbor, say): listed, not described
+    return info.kind, (f"{info.size:,} B" if info.kind == "file" else "")
+
+
 def _listing_page(store: BlockStore, resolved: _Resolved) -> str:
     esc = html.escape
     title = esc(resolved.ipfs_path)
@@ -788,11 +805,7 @@ def _listing_page(store: BlockStore, resolved: _Resolved) -> str:
             more = True
             break
         count += 1
-        try:
-            info = exporter.stat(store.get, child)
-            kind, size = info.kind, (f"{info.size:,} B" if info.kind == "file" else "")
-        except NotFoundError:
-            kind, size = "missing", ""
+        kind, size = _entry(store, child)
         slash = "/" if kind == "directory" else ""
         rows.append(
             f'<tr><td><a href="{esc(quote(name, safe=""))}{slash}">{esc(name)}{slash}</a></td>'
@@ -873,7 +886,10 @@ def gateway_routes(state: NodeState) -> list[BaseRoute]:
                 return _raw_answer(request, store, resolved)
             if fmt == "car":
                 return _car_answer(request, store, resolved)
-            return _deserialized_answer(request, store, resolved)
+            # Files and listings may read many blocks: off the event loop (a raw block or a
+            # CAR's first bytes are answered here; a CAR streams from the thread pool).
+            return await trio.to_thread.run_sync(
+                _deserialized_answer, request, store, resolved)
         except GatewayError as exc:
             return _text(exc.status, str(exc))
         except NotFoundError as exc:

@@ -412,6 +412,7 @@ async def test_directory_listing_is_escaped_and_inert(client: httpx.AsyncClient,
     assert "<img" not in page and "onerror=alert(1)&gt;" in page
     assert 'href="%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E%26%22q%22.txt"' in page
     assert 'href="sub/"' in page
+    assert '<td class="size">1 B</td>' in page  # the raw leaf's size, without reading it
     sub = exporter.resolve_path(repo.store.get, root, "sub")
     assert f'href="/ipfs/{sub}"' in page
     inner = await client.get(f"/ipfs/{root}/sub/")
