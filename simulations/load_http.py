@@ -154,6 +154,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(pid: int, *, limit: float, quiet: float = 0.05) -> float | None:
+    """Wait until process ``pid`` uses under ``quiet`` of a core over a second (at most
+    ``limit`` seconds); the share it used in the last second, or None without ``/proc``."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        after = cpu_seconds(pid)
+        if before is None or after is None:
+            return None
+        if after - before < quiet or time.monotonic() > deadline:
+            return after - before
+
+
 def publish_body(doc: bytes) -> dict[str, Any]:
     return {"documentation": base64.b64encode(doc).decode()}
 
@@ -388,6 +402,10 @@ async def baseline(world: World, per_kind: int, seed: int) -> dict[str, Any]:
 def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     world, prepared, before = trio.run(prepare, api, token, args)
     alone = trio.run(baseline, world, args.baseline, args.seed)
+    # The node indexes what the setup published (search embeddings) in the background: wait
+    # until it is quiet, so the load phase's CPU is what the requests cost (plus what the
+    # publishes during it start). `idle` is what is left of that background per second.
+    idle = wait_quiet(node_pid, limit=120.0)
     jobs = plan(world, args.requests, args.publishes, args.seed, args.only)
     shares = [jobs[i::args.clients] for i in range(args.clients)]
     per_client = max(args.connections // args.clients, 1)
@@ -427,6 +445,7 @@ def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[
         # CPU the node process spent during the load phase: what the requests cost it,
         # whatever else runs on the machine (wall-clock figures depend on that).
         "node_cpu_seconds": node_cpu,
+        "node_idle_cpu_share": round(idle, 3) if idle is not None else None,
         "node_cpu_ms_per_request": (round(node_cpu * 1000 / len(samples), 2)
                                     if node_cpu is not None and samples else None),
         "client_cpu_seconds": (round(sum(client_cpu), 3)
