@@ -42,7 +42,7 @@ import hashlib
 import html
 import logging
 import mimetypes
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
@@ -661,9 +661,6 @@ def _raw_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Res
         return cached
     data = store.get(cid)
     verify_block(cid, data)
-    if request.method == "HEAD":
-        return Response(b"", media_type=RAW_BLOCK_TYPE,
-                        headers={**headers, "Content-Length": str(len(data))})
     return Response(data, media_type=RAW_BLOCK_TYPE, headers=headers)
 
 
@@ -680,8 +677,6 @@ def _car_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Res
     if options.entity_bytes is not None:
         # Syntax errors are a 400 before the stream starts, not a truncated CAR.
         parse_entity_bytes(options.entity_bytes, 1 << 62)
-    if request.method == "HEAD":
-        return Response(b"", media_type=CAR_CONTENT_TYPE, headers=headers)
     return StreamingResponse(_car_chunks(store, resolved, options), media_type=CAR_CONTENT_TYPE,
                              headers=headers)
 
@@ -732,7 +727,7 @@ def _file_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Re
         headers["Content-Range"] = f"bytes {span.start}-{span.end}/{size}"
     length = span.length if size else 0
     headers["Content-Length"] = str(length)
-    if request.method == "HEAD":
+    if request.method == "HEAD":  # the headers say it all; read nothing
         return Response(b"", status_code=status, media_type=media_type, headers=headers)
     if length <= INLINE_LIMIT:
         body = b"".join(read_file_range(store.get, cid, span.start, span.end)) if length else b""
@@ -770,9 +765,6 @@ def _directory_answer(request: Request, store: BlockStore, resolved: _Resolved) 
     if (cached := _not_modified(request, headers)) is not None:
         return cached
     page = _listing_page(store, resolved).encode()
-    if request.method == "HEAD":
-        return Response(b"", media_type="text/html; charset=utf-8",
-                        headers={**headers, "Content-Length": str(len(page))})
     return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
 
@@ -835,9 +827,8 @@ def _deserialized_answer(request: Request, store: BlockStore, resolved: _Resolve
             return cached
         data = store.get(target)
         verify_block(target, data)
-        body = b"" if request.method == "HEAD" else data
-        return Response(body, media_type=f"application/vnd.ipld.{target.codec.name}",
-                        headers={**headers, "Content-Length": str(len(data))})
+        return Response(data, media_type=f"application/vnd.ipld.{target.codec.name}",
+                        headers=headers)
     kind = exporter.stat(store.get, target).kind
     if kind == "directory":
         return _directory_answer(request, store, resolved)
@@ -848,33 +839,44 @@ def _deserialized_answer(request: Request, store: BlockStore, resolved: _Resolve
         if (cached := _not_modified(request, headers)) is not None:
             return cached
         link = exporter.read_symlink(store.get, target).encode()
-        return Response(b"" if request.method == "HEAD" else link,
-                        media_type="text/plain; charset=utf-8",
-                        headers={**headers, "Content-Length": str(len(link))})
+        return Response(link, media_type="text/plain; charset=utf-8", headers=headers)
     return _file_answer(request, store, resolved)
 
 
-def _probe(request: Request, fmt: str | None) -> Response:
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an (empty) async generator
+
+
+def _without_body(response: Response) -> None:
+    """Make ``response`` a HEAD answer: same status and headers (``Content-Length`` stays the
+    GET body's length, as HTTP says), no body. A stream that was never started is dropped."""
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _nothing()
+    else:
+        response.body = b""
+
+
+def _probe(fmt: str | None) -> Response:
     """``/ipfs/bafkqaaa``: the empty identity CID, which says "this is a trustless gateway"."""
     headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
     if fmt == "car":
         probe = CID.decode(PROBE_CID)
-        body = b"" if request.method == "HEAD" else encode_header([probe])
-        return Response(body, media_type=CAR_CONTENT_TYPE, headers=headers)
+        return Response(encode_header([probe]), media_type=CAR_CONTENT_TYPE, headers=headers)
     media = RAW_BLOCK_TYPE if fmt == "raw" else "text/plain"
-    return Response(b"", media_type=media, headers={**headers, "Content-Length": "0"})
+    return Response(b"", media_type=media, headers=headers)
 
 
 def gateway_routes(state: NodeState) -> list[BaseRoute]:
     """``GET`` and ``HEAD /ipfs/{cid}[/path]`` (see the module docstring)."""
 
-    async def ipfs(request: Request) -> Response:
+    async def answer(request: Request) -> Response:
         rest = request.path_params["rest"]
         store = state.repo.store
         try:
             fmt = _format(request)
             if rest.rstrip("/") == PROBE_CID:
-                return _probe(request, fmt)
+                return _probe(fmt)
             root, parts = _split(rest)
             if fmt == "raw" and parts:
                 raise GatewayError(
@@ -899,5 +901,11 @@ def gateway_routes(state: NodeState) -> list[BaseRoute]:
         except IntegrityError as exc:
             _log.error("gateway: store integrity error under %s: %s", rest[:200], exc)
             return _text(500, f"store integrity error: {exc}")
+
+    async def ipfs(request: Request) -> Response:
+        response = await answer(request)
+        if request.method == "HEAD":
+            _without_body(response)
+        return response
 
     return [Route("/ipfs/{rest:path}", ipfs, methods=["GET", "HEAD"])]

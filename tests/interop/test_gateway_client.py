@@ -179,5 +179,7 @@ def test_http_semantics_over_the_real_server(node: tuple[Path, str]) -> None:
         car_head = client.head(f"/ipfs/{root}?format=car")
         assert car_head.status_code == 200 and car_head.content == b""
         assert car_head.headers["content-type"] == CAR_CONTENT_TYPE
-        missing = client.get("/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+        absent = "/ipfs/bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        assert client.head(absent).status_code == 404  # no body sent, connection still fine
+        missing = client.get(absent)
         assert missing.status_code == 404 and "not on this node" in missing.text

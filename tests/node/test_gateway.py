@@ -458,6 +458,11 @@ async def test_errors_are_one_readable_line(client: httpx.AsyncClient, repo: Rep
         assert text in response.text, (url, response.text)
         assert response.text.count("\n") == 1 and "Traceback" not in response.text
         assert "immutable" not in response.headers.get("cache-control", "")
+    for url in (f"/ipfs/{missing}", f"/ipfs/{root}/nope.txt", f"/ipfs/{root}?format=car",
+                f"/ipfs/{root}/", f"/ipfs/{root}?format=raw"):
+        got, head = await client.get(url), await client.head(url)
+        assert head.status_code == got.status_code and head.content == b"", url
+        assert head.headers.get("content-length") == got.headers.get("content-length"), url
     cached_only = await client.get(f"/ipfs/{missing}?format=raw",
                                    headers={"Cache-Control": "only-if-cached"})
     assert cached_only.status_code == 412 and "not on this node" in cached_only.text
