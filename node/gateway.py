@@ -649,7 +649,8 @@ def _location(request: Request, fmt: str) -> dict[str, str]:
     if "format" in request.query_params:
         return {}
     query = request.url.query
-    return {"Content-Location": f"{request.url.path}?{query + '&' if query else ''}format={fmt}"}
+    path = quote(request.url.path, safe=_PATH_SAFE)  # a header is Latin-1: names may not be
+    return {"Content-Location": f"{path}?{query + '&' if query else ''}format={fmt}"}
 
 
 def _raw_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Response:
@@ -684,7 +685,11 @@ def _car_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Res
 def _content_type(name: str, head: Callable[[], bytes]) -> str:
     dot = name.rfind(".")
     extension = name[dot:].lower() if dot > 0 else ""
-    guessed = _TYPES.get(extension) or (mimetypes.guess_type(name)[0] if extension else None)
+    guessed = _TYPES.get(extension)
+    if guessed is None and extension:
+        guessed, encoding = mimetypes.guess_type(name)
+        if encoding is not None:  # "x.tar.gz" is gzip bytes, not a tar a browser may unpack
+            guessed = "application/gzip" if encoding == "gzip" else "application/octet-stream"
     if guessed is None:
         sample = head()
         try:

@@ -303,11 +303,13 @@ async def test_files_with_content_types_and_a_sandbox(client: httpx.AsyncClient,
     root = store_tree(repo, {
         "README.md": b"# hi\n", "page.html": b"<script>alert(1)</script>",
         "LICENSE": b"MIT License\n", "blob": b"\x00\x01\x02", "logo.svg": b"<svg/>",
+        "dist.tar.gz": b"\x1f\x8b", "café ☕.txt": b"latte",
     })
     expected = {
         "README.md": "text/markdown; charset=utf-8", "page.html": "text/html; charset=utf-8",
         "LICENSE": "text/plain; charset=utf-8", "blob": "application/octet-stream",
-        "logo.svg": "image/svg+xml; charset=utf-8",
+        "logo.svg": "image/svg+xml; charset=utf-8", "dist.tar.gz": "application/gzip",
+        "café ☕.txt": "text/plain; charset=utf-8",
     }
     for name, media in expected.items():
         response = await client.get(f"/ipfs/{root}/{name}")
@@ -326,6 +328,11 @@ async def test_files_with_content_types_and_a_sandbox(client: httpx.AsyncClient,
     head = await client.head(f"/ipfs/{root}/README.md")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == "5"
+    # A name outside Latin-1 in headers that repeat the path (X-Ipfs-Path, Content-Location).
+    car = await client.get(f"/ipfs/{root}/café ☕.txt", headers={"Accept": CAR_CONTENT_TYPE})
+    assert car.status_code == 200
+    assert car.headers["x-ipfs-path"] == f"/ipfs/{root}/caf%C3%A9%20%E2%98%95.txt"
+    assert car.headers["content-location"] == f"{car.headers['x-ipfs-path']}?format=car"
 
 
 @pytest.mark.trio
