@@ -179,7 +179,7 @@ async def setup(client: httpx.AsyncClient, world: World, packages: int) -> dict[
         name = f"load-pkg-{i:03}"
         doc = package_doc(name, i)
         response = await client.post("/api/v1/packages", json=publish_body(doc), headers=headers)
-        if response.status_code == 404:
+        if response.status_code in (404, 405):
             raise SystemExit("POST /api/v1/packages does not exist on this node: "
                              "the publish route is missing, no load test possible")
         if response.status_code != 201:
