@@ -348,9 +348,10 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str
         ax.set_xticks(range(len(metric_names)), metric_names)
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-    (axes[0] if len(groups) > 1 else axes).legend(loc="upper left", fontsize=8)
+    handles, labels = (axes[0] if len(groups) > 1 else axes).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(MODES), fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
