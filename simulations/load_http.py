@@ -399,6 +399,30 @@ async def baseline(world: World, per_kind: int, seed: int) -> dict[str, Any]:
             for kind in MIX}
 
 
+def phase(world: World, jobs: list[tuple[str, Any]], node_pid: int, args: argparse.Namespace
+          ) -> tuple[list[Sample], dict[str, dict[str, Any]], float, float | None,
+                     list[float | None]]:
+    """``jobs`` fired at once from ``args.clients`` processes: samples, publish answers, wall
+    seconds, node CPU seconds, each client's CPU seconds."""
+    shares = [jobs[i::args.clients] for i in range(args.clients)]
+    per_client = max(args.connections // args.clients, 1)
+    # Spawned, not forked: a clean interpreter per client, nothing inherited from trio.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.clients) as pool:
+        start_at = time.time() + 5.0  # time for every worker to import and queue its tasks
+        pending = pool.starmap_async(worker, [(world.api, world.token, share, start_at,
+                                               per_client, args.timeout) for share in shares])
+        time.sleep(max(start_at - time.time(), 0))
+        cpu_before = cpu_seconds(node_pid)
+        results = pending.get()
+        cpu_after = cpu_seconds(node_pid)
+    wall = max(r["ended"] for r in results) - start_at
+    samples = [Sample(*row) for r in results for row in r["samples"]]
+    published = {k: v for r in results for k, v in r["published"].items()}
+    node_cpu = (cpu_after - cpu_before) if cpu_before is not None and cpu_after else None
+    return samples, published, wall, node_cpu, [r["cpu"] for r in results]
+
+
 def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[str, Any]:
     world, prepared, before = trio.run(prepare, api, token, args)
     alone = trio.run(baseline, world, args.baseline, args.seed)
@@ -407,22 +431,25 @@ def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[
     # publishes during it start). `idle` is what is left of that background per second.
     idle = wait_quiet(node_pid, limit=120.0)
     jobs = plan(world, args.requests, args.publishes, args.seed, args.only)
-    shares = [jobs[i::args.clients] for i in range(args.clients)]
-    per_client = max(args.connections // args.clients, 1)
-    # Spawned, not forked: a clean interpreter per client, nothing inherited from trio.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(args.clients) as pool:
-        start_at = time.time() + 5.0  # time for every worker to import and queue its tasks
-        pending = pool.starmap_async(worker, [(api, world.token, share, start_at, per_client,
-                                               args.timeout) for share in shares])
-        time.sleep(max(start_at - time.time(), 0))
-        cpu_before = cpu_seconds(node_pid)
-        results = pending.get()
-        cpu_after = cpu_seconds(node_pid)
-    wall = max(r["ended"] for r in results) - start_at
-    samples = [Sample(*row) for r in results for row in r["samples"]]
-    published = {k: v for r in results for k, v in r["published"].items()}
-    client_cpu = [r["cpu"] for r in results]
+    samples, published, wall, node_cpu, client_cpu = phase(world, jobs, node_pid, args)
+    costs = {}
+    if args.costs and args.only is None:
+        # Each kind alone on the same node: what one request of it costs the node in CPU.
+        for kind in [*MIX, "publish"]:
+            wait_quiet(node_pid, limit=60.0)
+            alone_jobs = plan(world, args.costs, args.costs if kind == "publish" else 0,
+                              args.seed + 7, None if kind == "publish" else kind)
+            cost = phase(world, alone_jobs, node_pid, args)
+            costs[kind] = {
+                "requests": len(cost[0]), "errors": sum(x.error is not None for x in cost[0]),
+                "node_cpu_ms_per_request": (round(cost[3] * 1000 / len(cost[0]), 2)
+                                            if cost[3] is not None and cost[0] else None),
+                "throughput_rps": round(len(cost[0]) / cost[2], 1)}
+            if kind == "publish":
+                cost_docs = {a[0]: package_doc(*a) for k, a in alone_jobs if k == "publish"}
+                cost_lost, _ = trio.run(verify_afterwards, world.api, cost_docs, cost[1],
+                                        args.timeout)
+                costs[kind]["lost"] = len(cost_lost)
     docs = {arg[0]: package_doc(*arg) for kind, arg in jobs if kind == "publish"}
     lost, after = trio.run(verify_afterwards, api, docs, published, args.timeout)
 
@@ -432,15 +459,14 @@ def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[
         by_kind[kind] = {"requests": len(mine), "errors": sum(s.error is not None for s in mine),
                          **percentiles([s.seconds for s in mine])}
     errors = [f"{s.kind}: {s.error}" for s in samples if s.error is not None]
-    node_cpu = (round(cpu_after - cpu_before, 3)
-                if cpu_before is not None and cpu_after is not None else None)
+    node_cpu = round(node_cpu, 3) if node_cpu is not None else None
     served = {route: after.get(route, 0) - before.get(route, 0) for route in after}
     return {
         "setup": prepared,
         "requests": len(samples),
         "concurrency": len(jobs),
         "client_processes": args.clients,
-        "connections": per_client * args.clients,
+        "connections": max(args.connections // args.clients, 1) * args.clients,
         "wall_seconds": round(wall, 3),
         # CPU the node process spent during the load phase: what the requests cost it,
         # whatever else runs on the machine (wall-clock figures depend on that).
@@ -458,6 +484,7 @@ def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[
                       "lost": len(lost), "lost_detail": lost},
         "overall": percentiles([s.seconds for s in samples]),
         "one_at_a_time": alone,
+        "each_kind_alone": costs,
         "by_kind": by_kind,
         "node_counted_by_route": served or "metrics middleware not installed on this node",
     }
@@ -481,6 +508,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--baseline", type=int, default=30,
                         help="requests per read kind sent one at a time before the load")
+    parser.add_argument("--costs", type=int, default=500,
+                        help="afterwards, this many requests of each kind alone, for the node's "
+                             "CPU per request of each kind (0: skip)")
     parser.add_argument("--keep-home", action="store_true")
     parser.add_argument("--dre", default=DRE, help="the dre executable to run")
     args = parser.parse_args()
@@ -523,6 +553,10 @@ def main() -> None:
             "requests": report["requests"], "errors": report["errors"], **report["overall"]})]:
         print(f"{kind:<9}{row['requests']:>6}{row['errors']:>5}{row.get('p50_ms', 0):>10}"
               f"{row.get('p90_ms', 0):>10}{row.get('p99_ms', 0):>10}{row.get('max_ms', 0):>10}")
+    if report["each_kind_alone"]:
+        print("each kind alone, node CPU ms per request: " + ", ".join(
+            f"{kind} {row['node_cpu_ms_per_request']}"
+            for kind, row in report["each_kind_alone"].items()))
     print("one request at a time (no queueing), p50 / p99 ms: " + ", ".join(
         f"{kind} {row.get('p50_ms')} / {row.get('p99_ms')}"
         for kind, row in report["one_at_a_time"].items()))
@@ -530,7 +564,9 @@ def main() -> None:
         for text, count in report["error_examples"]:
             print(f"  {count} x {text}")
     print(f"wrote {args.out}")
-    if report["errors"] or report["publishes"]["lost"]:
+    alone_faults = sum(row["errors"] + row.get("lost", 0)
+                       for row in report["each_kind_alone"].values())
+    if report["errors"] or report["publishes"]["lost"] or alone_faults:
         raise SystemExit(1)
 
 
