@@ -3,20 +3,25 @@
 1. Starts ``dre node start --http 127.0.0.1:0`` (a real process, libp2p on loopback) in a fresh
    temporary home, with an API token created first (``dre token create --can publish``).
 2. Publishes ``--packages`` documents through ``POST /api/v1/packages`` (not timed), collects the
-   CIDs of every block of their trees from the gateway (``?format=car``), and waits until the
-   search engine answers.
-3. Fires ``--requests`` requests *all at once* from one async httpx client whose pool holds one
-   connection per request: searches, package info, gateway raw blocks (``?format=raw``), gateway
-   files (path gateway) and ``--publishes`` new packages with the token. Every answer is checked
-   (status, and for blocks the bytes against the CID; for files the bytes against the package
-   documents' generated trees).
-4. Afterwards every publish must be visible: its package info lists the version, its manifest is
-   the one the publish answered, and its tree comes back whole through the gateway. A publish
-   that answered an error or is not visible is *lost*.
+   CIDs of every block of their trees from the gateway (``?format=car``), waits until the search
+   engine answers, sends ``--baseline`` requests of each read kind one at a time (service time
+   without queueing), and waits until the node's background work (indexing) is quiet.
+3. Fires ``--requests`` requests *all at once*: searches, package info, gateway raw blocks
+   (``?format=raw``), gateway files (path gateway) and ``--publishes`` new packages with the
+   token, shared among ``--clients`` processes, each one async httpx client (one process alone
+   spends more CPU in httpx's pool than the node spends answering). The pools hold
+   ``--connections`` connections together: more new connections at once than the node's listen
+   backlog (hypercorn's default, 100) wait on SYN retransmits. Every answer is checked: status,
+   a block's bytes against its CID, a file's bytes against the document's generated tree.
+4. Afterwards every publish must be visible: its package info lists the version with the
+   manifest the publish answered, and its tree comes back through the gateway as a CAR whose
+   files are exactly what the document generates. A publish that failed or is not so is *lost*.
+5. With ``--costs N``: N requests of each kind alone, for the node's CPU per request of each
+   kind (read from ``/proc``, so it does not depend on what else the machine runs).
 
-Reports count, errors, p50 / p90 / p99 / max latency per kind and overall, throughput, and the
-node's own request counters from ``/metrics`` when the metrics middleware is installed; writes
-``simulations/results/load_http.json``.
+Reports count, errors, p50 / p90 / p99 / max latency per kind and overall, throughput, node and
+client CPU, and the node's own request counters from ``/metrics`` when the metrics middleware is
+installed; writes ``simulations/results/load_http.json``; exits 1 on any error or lost publish.
 
 Usage: ``python simulations/load_http.py [--requests 1000] [--publishes 20] [--packages 40]``.
 The node's default rate limits stay on: 1000 requests from one address fit in its burst.
