@@ -644,9 +644,22 @@ class PackageApi:
 
     async def verify(self, request: Request) -> Response:
         name, version = _name(request), _version(request)
+        registry = self.registry
+        # A GET changes nothing: the checks run, no attestation is signed (POST does that).
+        report: VerifyReport = await run_heavy(
+            lambda: registry.verify(name, version, None, now=_now()))
+        return JSONResponse(verify_view(report))
+
+    async def attest(self, request: Request) -> Response:
+        name, version = _name(request), _version(request)
+        self.access.require(request.state.token, "publish", scope_of(name),
+                            f"attest {name}")
+        request.state.action = f"verify and attest {name}@{version}"
         registry, key = self.registry, self.key()
         report: VerifyReport = await self._write(
             lambda: registry.verify(name, version, key, now=_now()))
+        if report.attestation is not None:
+            request.state.record = str(report.attestation)
         return JSONResponse(verify_view(report))
 
     async def history(self, request: Request) -> Response:
@@ -821,8 +834,12 @@ def package_routes(state: NodeState, access: AccessControl) -> list[ApiRoute]:
                  heavy=True, description="Changes nothing: a computation over stored data."),
         ApiRoute("GET", f"{pv}/verify", api.verify, "Verify: every check and the trust score",
                  "packages", {200: VerifyResponse, **_READ_ERRORS}, path_params=_NAME_VERSION,
-                 heavy=True, description="The node signs an attestation of what it checked, "
-                                         "as `dre verify` does."),
+                 heavy=True, description="Read-only: nothing is signed or stored."),
+        ApiRoute("POST", f"{pv}/verify", api.attest, "Verify and attest",
+                 "packages", {200: VerifyResponse, **_WRITE_ERRORS}, path_params=_NAME_VERSION,
+                 right="publish", heavy=True,
+                 description="The checks of GET, then the node signs an attestation of what "
+                             "it checked, as `dre verify` does."),
         ApiRoute("GET", f"{API_PREFIX}/scopes/{{scope}}", api.scope, "A scope's owners",
                  "scopes", {200: ScopeView, **_READ_ERRORS}, path_params=_SCOPE),
         ApiRoute("POST", f"{API_PREFIX}/scopes", api.create_scope,

@@ -444,9 +444,10 @@ class LocalRegistry:
             checked += 1
         return checked, bad, missing
 
-    def verify(self, name: str, version: str | None, key: PublisherKey, *,
+    def verify(self, name: str, version: str | None, key: PublisherKey | None, *,
                now: int) -> VerifyReport:
-        """Check a published version completely and record a signed attestation of the result."""
+        """Check a published version completely and record an attestation of the result signed
+        with ``key``; with ``key=None`` the same checks write nothing (a read-only report)."""
         version, manifest_cid = self.resolve_version(name, version)
         notes: list[str] = []
         try:
@@ -510,7 +511,7 @@ class LocalRegistry:
             license_valid=license_valid, independent_attesters=len(attesters),
         )
         attestation_cid: CID | None = None
-        if regenerated is not None:
+        if regenerated is not None and key is not None:
             attestation = Attestation(manifest=manifest_cid, reproduced=reproduced,
                                       regenerated=regenerated, attester=key.peer_id, time=now)
             envelope = sign_record(ATTESTATION, attestation, key)

@@ -10,24 +10,17 @@ signature is checked once per process, not once per page view.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from dre.protocol import exporter
-from dre.protocol.cid import CID, Block, verify_block
-from dre.protocol.docformat import check_license, parse_document
-from dre.protocol.errors import AuthorizationError, DreError, IntegrityError, NotFoundError
-from dre.protocol.generator import generate
-from dre.protocol.links import links_of
-from dre.protocol.packages import (
-    TRUST_WEIGHTS,
-    build_tree,
-    check_publisher,
-    scope_of,
-    trust_score,
-)
+from dre.protocol.cid import CID, Block
+from dre.protocol.docformat import parse_document
+from dre.protocol.errors import DreError, IntegrityError, NotFoundError
+from dre.protocol.packages import TRUST_WEIGHTS
 from dre.protocol.records import ATTESTATION, Attestation, Manifest, open_record
 from dre.protocol.treediff import TreeDiff, diff_trees, doc_diff, flatten_tree
 from dre.storage.registry import LocalRegistry
@@ -93,7 +86,6 @@ class ReadCache:
         self.manifests: _Lru[CID, Manifest] = _Lru(size)
         self.attestations: _Lru[CID, tuple[Attestation, str] | None] = _Lru(size)
         #: Integrity and regeneration of a manifest's trees (bytes under a CID never change).
-        self.checks: _Lru[CID, _TreeChecks] = _Lru(1000)
         #: Rendered documents by the document's CID (filled by the pages).
         self.rendered: _Lru[CID, object] = _Lru(64)
 
@@ -299,15 +291,6 @@ def file_tree(repo: Repo, root: CID) -> list[FileEntry]:
 
 
 @dataclass(frozen=True)
-class _TreeChecks:
-    blocks_checked: int
-    bad: list[str]
-    missing: list[str]
-    regenerated: str | None
-    regeneration_error: str
-
-
-@dataclass(frozen=True)
 class AttestationView:
     """One stored attestation of a version."""
 
@@ -349,60 +332,13 @@ class Verification:
     breakdown: list[tuple[str, float, float]] = field(default_factory=list)
 
 
-def _check_trees(repo: Repo, manifest: Manifest) -> _TreeChecks:
-    # Re-hash every block of both trees (the same walk as LocalRegistry.verify).
-    seen: set[bytes] = set()
-    stack = [manifest.package, manifest.doc]
-    checked, bad, missing = 0, [], []
-    while stack:
-        cid = stack.pop()
-        if bytes(cid) in seen:
-            continue
-        seen.add(bytes(cid))
-        checked += 1
-        try:
-            data = repo.store.get(cid)
-            verify_block(cid, data)
-            stack.extend(links_of(cid, data))
-        except NotFoundError:
-            missing.append(str(cid))
-        except IntegrityError as exc:
-            bad.append(f"{cid}: {exc}")
-    regenerated: str | None = None
-    error = ""
-    try:
-        doc = b"".join(exporter.read_file(repo.store.get, manifest.doc))
-        regenerated = str(build_tree(generate(doc, manifest.generator).files).root)
-    except DreError as exc:
-        error = str(exc)
-    return _TreeChecks(checked, bad, missing, regenerated, error)
-
-
 def verification(repo: Repo, cache: ReadCache, manifest_cid: CID,
                  node_peer_id: str) -> Verification:
-    """Check one version as ``dre verify`` does, without writing anything."""
+    """Check one version as ``dre verify`` does (the same :meth:`LocalRegistry.verify`), without
+    signing or storing anything, with the attestations already stored."""
     manifest = cache.manifest(repo, manifest_cid)  # raises if the signature is bad
-    registry = LocalRegistry(repo)
-    authorized, authorization_error = True, ""
-    scope_name = scope_of(manifest.name)
-    try:
-        check_publisher(
-            manifest.name, manifest.publisher,
-            scope=registry.scope(scope_name) if scope_name else None,
-            first_publisher=None if scope_name else repo.index.owner(manifest.name),
-            now=manifest.time,
-        )
-    except AuthorizationError as exc:
-        authorized, authorization_error = False, str(exc)
-    checks = cache.checks.get_or_make(manifest_cid, lambda: _check_trees(repo, manifest))
-    intact = not checks.bad and not checks.missing
-    reproduced = checks.regenerated == str(manifest.package)
-    license_valid, license_error = True, ""
-    try:
-        check_license(manifest.license)
-    except DreError as exc:
-        license_valid, license_error = False, str(exc)
-
+    report = LocalRegistry(repo).verify(manifest.name, manifest.version, None,
+                                        now=int(time.time()))
     attestations = []
     for attester, cid in sorted(repo.index.attestations(manifest_cid).items()):
         found = cache.attestation(repo, cid)
@@ -414,21 +350,19 @@ def verification(repo: Repo, cache: ReadCache, manifest_cid: CID,
             time=record.time, record=str(cid), independent=attester != manifest.publisher,
             this_node=attester == node_peer_id,
         ))
-    independent = sum(1 for a in attestations if a.independent and a.reproduced)
-    score, breakdown = trust_score(
-        signature=True, authorized=authorized, intact=intact, reproduced=reproduced,
-        license_valid=license_valid, independent_attesters=independent,
-    )
     return Verification(
-        publisher=manifest.publisher, signature_valid=True, authorized=authorized,
-        authorization_error=authorization_error, intact=intact,
-        blocks_checked=checks.blocks_checked, bad_blocks=checks.bad,
-        missing_blocks=checks.missing, reproduced=reproduced, regenerated=checks.regenerated,
-        regeneration_error=checks.regeneration_error,
+        publisher=manifest.publisher, signature_valid=report.signature_valid,
+        authorized=report.authorized, authorization_error=report.authorization_error,
+        intact=report.intact, blocks_checked=report.blocks_checked,
+        bad_blocks=report.bad_blocks, missing_blocks=report.missing_blocks,
+        reproduced=report.reproduced,
+        regenerated=str(report.regenerated) if report.regenerated is not None else None,
+        regeneration_error=report.regeneration_error,
         claimed_reproducible=manifest.reproducible, license=manifest.license,
-        license_valid=license_valid, license_error=license_error, attestations=attestations,
-        independent_attesters=independent, trust=score,
-        breakdown=[(check, float(getattr(breakdown, check)), weight)
+        license_valid=report.license_valid, license_error=report.license_error,
+        attestations=attestations, independent_attesters=len(report.independent_attesters),
+        trust=report.trust,
+        breakdown=[(check, float(getattr(report.breakdown, check)), weight)
                    for check, weight in TRUST_WEIGHTS.items()],
     )
 

@@ -115,9 +115,17 @@ async def test_verify_reports_trust_and_attests(client: httpx.AsyncClient, repo:
     assert report["regeneration"]["reproduced"] is True
     assert 0 < report["trust"]["score"] <= 1
     assert report["trust"]["breakdown"]["signature"] == 1.0
+    # A GET signs nothing; POST is the write that attests, and it needs a token.
+    index = LocalRegistry(repo).index
+    assert report["attestation"] is None and index.attestations(parse_cid(manifest)) == {}
+    refused = await client.post("/api/v1/packages/@acme/retry/1.0.0/verify")
+    assert refused.status_code == 401 and index.attestations(parse_cid(manifest)) == {}
+    attested = (await client.post("/api/v1/packages/@acme/retry/1.0.0/verify",
+                                  headers=bearer(secret))).json()
+    assert attested["verified"] is True
     # The node signed an attestation of what it checked.
-    attesters = LocalRegistry(repo).index.attestations(parse_cid(manifest))
-    assert str(attesters[NODE.peer_id]) == report["attestation"]
+    attesters = index.attestations(parse_cid(manifest))
+    assert str(attesters[NODE.peer_id]) == attested["attestation"]
 
 
 @pytest.mark.trio
