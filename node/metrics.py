@@ -130,10 +130,16 @@ class RequestMetrics:
             metrics.sent_bytes.labels(route).inc(sent)
 
 
+#: Name of the web pages' catch-all route (``/{path:path}``): what it answers matched nothing.
+CATCH_ALL_ROUTE = "not_found"
+
+
 def _route_label(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED
+    if not isinstance(path, str) or getattr(route, "name", None) == CATCH_ALL_ROUTE:
+        return UNMATCHED
+    return path
 
 
 class _StateCollector(Collector):

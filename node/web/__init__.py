@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..metrics import CATCH_ALL_ROUTE
 from .pages import STATIC_DIR, SecureHeaders, WebPages
 
 if TYPE_CHECKING:
@@ -30,4 +31,7 @@ def web_routes(state: NodeState) -> list[BaseRoute]:
         Route("/packages/{name:path}", pages.page(pages.package), methods=["GET", "HEAD"]),
         Mount("/static", app=SecureHeaders(StaticFiles(directory=str(STATIC_DIR))),
               name="static"),
+        # Last of all the node's routes: whatever nothing else answered. GET and HEAD only,
+        # so another method on a known path still gets its 405 (a partial match).
+        Route("/{path:path}", pages.not_found, methods=["GET", "HEAD"], name=CATCH_ALL_ROUTE),
     ]

@@ -23,6 +23,7 @@ from dre.protocol.errors import DreError, IntegrityError, NotFoundError, Validat
 from dre.protocol.search import MAX_QUERY_CHARS, SORTS, SearchQuery
 from dre.protocol.treediff import utc_date
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -208,6 +209,14 @@ class WebPages:
                 return self.error_page(500, str(exc))
 
         return wrapped
+
+    async def not_found(self, request: Request) -> Response:
+        """Any other path: a browser gets an HTML 404 page; API and gateway paths keep their
+        JSON answer (the app's HTTPException handler)."""
+        path = request.url.path
+        if path.startswith(("/api/", "/ipfs/")):
+            raise HTTPException(404)
+        return self.error_page(404, "there is no page at this address")
 
     def _repo_call(self, fn: Callable[[], Any]) -> Awaitable[Any]:
         # LMDB reads are fine on a worker thread; this keeps walks and regeneration off the loop.

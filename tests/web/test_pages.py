@@ -385,6 +385,12 @@ async def test_unknown_package_is_a_404_page(client: httpx.AsyncClient,
     # An API route under the same prefix keeps answering JSON.
     api = await client.get("/api/v1/packages/@acme/nothing-here")
     assert api.status_code == 404 and "error" in api.json()
+    # Any other address a browser may type is a 404 page too; API paths keep JSON.
+    stray = await client.get("/no/such/page")
+    assert stray.status_code == 404 and stray.headers["content-type"].startswith("text/html")
+    assert "there is no page at this address" in stray.text
+    assert (await client.get("/api/v1/nowhere")).json() == {"error": "no such API route"}
+    assert (await client.post("/api/v1/node/status")).status_code == 405
 
 
 @pytest.mark.trio
