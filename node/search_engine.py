@@ -48,7 +48,6 @@ from dre.protocol.search import (
     SearchHit,
     SearchQuery,
     SearchResult,
-    fts_match_expression,
     query_terms,
     reciprocal_rank_fusion,
     validate_query,
@@ -82,8 +81,9 @@ __all__ = [
 
 _log = logging.getLogger("dre.search")
 
-#: Depth of each ranking before fusion (and of the set a non-relevance sort orders).
-CANDIDATES = 200
+#: Depth of each ranking before fusion (and of the set a non-relevance sort orders). Beyond
+#: rank 100 an item adds less than 1/160 to an RRF score: deeper only costs time.
+CANDIDATES = 100
 #: How often the running engine looks at the registry log's head (seconds).
 POLL_INTERVAL = 0.5
 #: How often trust (new attestations) and late documents are looked at (seconds).
@@ -469,14 +469,13 @@ class SearchEngine:
             self._vectors_wanted = True
             mode, notice = "text", self.notice
         depth = max(CANDIDATES, query.offset + query.limit)
-        expression = fts_match_expression(query.text)
+        terms = query_terms(query.text)
         rankings: list[list[int]] = []
         text_total = 0
-        if mode in ("text", "hybrid") and expression is not None:
-            rankings.append(self.index.text_ranking(expression, category=category, limit=depth))
-            if mode == "text":
-                text_total = (len(rankings[0]) if len(rankings[0]) < depth else
-                              self.index.text_count(expression, category=category))
+        if mode in ("text", "hybrid") and terms:
+            ranked, text_total = self.index.text_search(terms, category=category, limit=depth,
+                                                        count=mode == "text")
+            rankings.append(ranked)
         if mode in ("semantic", "hybrid") and self._embedder is not None:
             vector = self._embedder.embed_query(query.text)
             ranked = self._vector_ranking(vector, depth=depth * (4 if category else 1))
@@ -517,10 +516,8 @@ class SearchEngine:
                 return [pid for pid, _ in reciprocal_rank_fusion(rankings)][:depth]
         # Text fallback: the package's own words as a query.
         words = " ".join([package.name, package.description, *package.keywords])
-        expression = fts_match_expression(" ".join(query_terms(words[:1000])))
-        if expression is None:
-            return []
-        ids = self.index.text_ranking(expression, category=None, limit=depth + len(exclude))
+        ids, _total = self.index.text_search(query_terms(words[:1000]), category=None,
+                                             limit=depth + len(exclude), count=False)
         return [i for i in ids if i not in exclude][:depth]
 
     def similar(self, name: str, limit: int = 10) -> list[SearchHit]:

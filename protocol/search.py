@@ -33,6 +33,7 @@ __all__ = [
     "SearchResult",
     "check_category",
     "doc_prose",
+    "fts_expression",
     "fts_match_expression",
     "pack_chunks",
     "query_terms",
@@ -213,13 +214,24 @@ def fts_match_expression(text: str) -> str | None:
     than :data:`MAX_QUERY_CHARS` is a ValidationError.
     """
     terms = query_terms(text)
-    if not terms:
-        return None
-    quoted = [f'"{t}"' for t in terms]
-    if len(terms[-1]) >= 2:
+    return fts_expression(terms, prefix_last=True) if terms else None
+
+
+def fts_expression(terms: Sequence[str], *, prefix_last: bool = False,
+                   operator: str = "OR") -> str:
+    """The FTS5 expression joining ``terms`` (from :func:`query_terms`: letters and digits
+    only) with ``operator`` (``OR`` or ``AND``), each quoted; the last one also as a prefix if
+    ``prefix_last`` (and it has two characters or more)."""
+    if operator not in ("OR", "AND"):
+        raise ValueError(f"operator must be OR or AND, not {operator!r}")
+    quoted = []
+    for i, term in enumerate(terms):
+        if not _TERM_RE.fullmatch(term):
+            raise ValueError(f"not a query term: {term!r}")
         # A one-letter prefix would expand to a large part of the vocabulary.
-        quoted[-1] += "*"
-    return " OR ".join(quoted)
+        star = "*" if prefix_last and i == len(terms) - 1 and len(term) >= 2 else ""
+        quoted.append(f'"{term}"{star}')
+    return f" {operator} ".join(quoted)
 
 
 K = TypeVar("K", bound=Hashable)

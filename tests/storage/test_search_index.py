@@ -11,6 +11,7 @@ import pytest
 from dre.protocol.errors import ValidationError
 from dre.protocol.keys import PublisherKey
 from dre.protocol.search import fts_match_expression
+from dre.storage import search_index
 from dre.storage.registry import LocalRegistry
 from dre.storage.repo import Repo
 from dre.storage.search_index import PackageEntry, SearchIndex, catch_up
@@ -175,3 +176,19 @@ def test_fts5_syntax_is_searched_as_words(index: SearchIndex, text: str) -> None
 def test_too_long_query_is_refused() -> None:
     with pytest.raises(ValidationError, match="longer than 1000 characters"):
         fts_match_expression("x" * 1001)
+
+
+def test_common_terms_are_pruned_from_ranking_not_from_the_count(
+        index: SearchIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_index, "PRUNE_ABOVE", 5)
+    index.upsert([PackageEntry(f"p{i}", "1.0.0", "m", description="a library for things")
+                  for i in range(20)])
+    index.upsert([PackageEntry("zebra", "1.0.0", "m", description="library of zebra stripes")])
+    ids, total = index.text_search(["library", "zebra"], category=None, limit=10)
+    assert total == 21
+    assert index.packages(ids)[ids[0]].name == "zebra" and len(ids) == 1
+    # Only common terms: the packages holding all of them are ranked.
+    ids, total = index.text_search(["library", "things"], category=None, limit=30)
+    assert total == 21 and len(ids) == 20
+    ids, total = index.text_search(["library", "things"], category=None, limit=30, count=False)
+    assert total == 0 and len(ids) == 20
