@@ -53,7 +53,7 @@ import numpy as np
 from dre.node.embedder import MODEL_ID, chunk_hash
 from dre.node.search_engine import CANDIDATES, SearchEngine
 from dre.protocol.docformat import MAX_DESCRIPTION_CHARS, MAX_KEYWORDS
-from dre.protocol.search import SearchQuery, fts_match_expression
+from dre.protocol.search import SearchQuery, query_terms
 from dre.storage.search_index import PackageEntry, SearchIndex
 
 HERE = Path(__file__).resolve().parent
@@ -250,10 +250,10 @@ def latency_breakdown(engine: SearchEngine, texts: list[str]) -> dict[str, dict[
         found = timed("vector_search", lambda v=vector: vectors.search(v, CANDIDATES * 3))
         owners = timed("chunk_to_package",
                        lambda f=found: engine.index.chunk_packages([k for k, _ in f]))
-        expression = fts_match_expression(text)
-        ids = timed("text_ranking", lambda e=expression: engine.index.text_ranking(
-            e, category=None, limit=CANDIDATES) if e else [])
-        candidates = list(dict.fromkeys([*ids, *owners.values()]))
+        ids, _total = timed("text_ranking", lambda t=text: engine.index.text_search(
+            query_terms(t), category=None, limit=CANDIDATES, count=False))
+        nearest = list(dict.fromkeys(owners[k] for k, _ in found if k in owners))[:CANDIDATES]
+        candidates = list(dict.fromkeys([*ids, *nearest]))
         timed("fetch_packages", lambda c=candidates: engine.index.packages(c))
     return {step: percentiles(values) for step, values in steps.items()}
 
