@@ -57,6 +57,7 @@ from dre.storage.repo import Repo
 from dre.storage.search_index import (
     IndexedPackage,
     PackageEntry,
+    PackageFacts,
     SearchIndex,
     catch_up,
     entry_for,
@@ -200,8 +201,8 @@ class SearchEngine:
         """Make the vector index hold exactly the chunks of the database (after a crash, or
         on first use of a database built elsewhere)."""
         live = self.index.chunk_keys()
-        built = set(vectors._built.key_set)
-        missing, stale = live - built, built - live
+        held = vectors.keys()
+        missing, stale = live - held, held - live
         if len(missing) + len(stale) > vectors.rebuild_threshold:
             vectors.rebuild((k, v) for k, _p, v in self.index.chunk_vectors())
             return
@@ -481,19 +482,22 @@ class SearchEngine:
             ranked = self._vector_ranking(vector, depth=depth * (4 if category else 1))
             rankings.append([pid for pid, _ in ranked])
         candidates = list(dict.fromkeys(pid for ranking in rankings for pid in ranking))
-        packages = self.index.packages(candidates)
+        # Light facts of every candidate (fusion, filter, sort); full rows for the page only.
+        facts = self.index.facts(candidates)
         if category is not None:
-            rankings = [[p for p in r if p in packages and packages[p].category == category]
+            rankings = [[p for p in r if p in facts and facts[p].category == category]
                         for r in rankings]
         rankings = [r[:depth] for r in rankings]
-        tie = {pid: (p.trust, float(p.reproducible)) for pid, p in packages.items()}
+        tie = {pid: (f.trust, float(f.reproducible)) for pid, f in facts.items()}
         fused = [(pid, score) for pid, score in reciprocal_rank_fusion(rankings, tie_break=tie)
-                 if pid in packages]
+                 if pid in facts]
         if query.sort != "relevance":
-            fused.sort(key=lambda item: -_sort_value(packages[item[0]], query.sort))
+            fused.sort(key=lambda item: -_sort_value(facts[item[0]], query.sort))
         page = fused[query.offset:query.offset + query.limit]
+        packages = self.index.packages([p for p, _ in page])
         total = text_total if mode == "text" else len(fused)
-        return SearchResult(query=query, hits=[self._hit(packages[p], s) for p, s in page],
+        return SearchResult(query=query, hits=[self._hit(packages[p], s) for p, s in page
+                                               if p in packages],
                             total=total, mode=mode, notice=notice)
 
     def _package(self, name: str) -> IndexedPackage:
@@ -614,7 +618,7 @@ def _shared(load: Callable[[], Any]) -> Any:
         return _shared_embedder[0]
 
 
-def _sort_value(package: IndexedPackage, sort: str) -> float:
+def _sort_value(package: PackageFacts, sort: str) -> float:
     value: float = {"downloads": package.downloads, "updated": package.updated,
                     "created": package.created}.get(sort, 0)
     return value if math.isfinite(value) else 0.0

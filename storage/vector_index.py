@@ -135,6 +135,11 @@ class VectorIndex:
         with self._lock:
             return len(self._built.keys) - len(self._removed) + len(self._delta_keys)
 
+    def keys(self) -> set[int]:
+        """Every live key (built and delta)."""
+        with self._lock:
+            return (set(self._built.key_set) - self._removed) | set(self._delta_keys)
+
     @property
     def delta_size(self) -> int:
         """Items searched exactly (added since the last build)."""
