@@ -474,13 +474,13 @@ class SearchEngine:
         rankings: list[list[int]] = []
         text_total = 0
         if mode in ("text", "hybrid") and terms:
-            ranked, text_total = self.index.text_search(terms, category=category, limit=depth,
-                                                        count=mode == "text")
-            rankings.append(ranked)
+            by_text, text_total = self.index.text_search(terms, category=category, limit=depth,
+                                                         count=mode == "text")
+            rankings.append(by_text)
         if mode in ("semantic", "hybrid") and self._embedder is not None:
             vector = self._embedder.embed_query(query.text)
-            ranked = self._vector_ranking(vector, depth=depth * (4 if category else 1))
-            rankings.append([pid for pid, _ in ranked])
+            by_meaning = self._vector_ranking(vector, depth=depth * (4 if category else 1))
+            rankings.append([pid for pid, _ in by_meaning])
         candidates = list(dict.fromkeys(pid for ranking in rankings for pid in ranking))
         # Light facts of every candidate (fusion, filter, sort); full rows for the page only.
         facts = self.index.facts(candidates)
