@@ -155,7 +155,7 @@ def search(query: str, category: str | None, sort: str, mode: str, offset: int, 
                            f"{exc}") from None
     else:
         result = _with_local_engine(lambda engine: engine.search(request))
-    if result.notice and (mode != "text"):
+    if result.notice:
         _local_notice(result.notice)
     if as_json:
         emit_json(result)

@@ -457,7 +457,7 @@ class SearchEngine:
         """Answer one query (see the module docstring for ranking and sorting)."""
         validate_query(query)
         category = query.category
-        if not query_terms(query.text) and not query.text.strip():
+        if not query.text.strip():
             # No words: browse (a category, or everything) in the order asked for.
             ids = self.index.browse(category=category, sort=query.sort, limit=query.limit,
                                     offset=query.offset)
@@ -465,15 +465,20 @@ class SearchEngine:
             return SearchResult(query=query, hits=[self._hit(packages[i], 0.0) for i in ids
                                                    if i in packages],
                                 total=self.index.count_in(category), mode=query.mode)
+        terms = query_terms(query.text)
+        if not terms:
+            # Only punctuation or symbols: nothing to match, and an embedding of "***" would
+            # rank packages at random.
+            return SearchResult(query=query, hits=[], total=0, mode=query.mode,
+                                notice="the query has no words to search for")
         mode, notice = query.mode, None
         if mode != "text" and not self.semantic_ready:
             self._vectors_wanted = True
             mode, notice = "text", self.notice
         depth = max(CANDIDATES, query.offset + query.limit)
-        terms = query_terms(query.text)
         rankings: list[list[int]] = []
         text_total = 0
-        if mode in ("text", "hybrid") and terms:
+        if mode in ("text", "hybrid"):
             by_text, text_total = self.index.text_search(terms, category=category, limit=depth,
                                                          count=mode == "text")
             rankings.append(by_text)

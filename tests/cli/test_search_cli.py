@@ -17,6 +17,7 @@ from .conftest import DRE, Runner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples"
 NO_NODE = "dre: semantic search needs a running node (`dre node start`); text results only\n"
+NO_WORDS = "dre: the query has no words to search for\n"
 
 
 @pytest.fixture
@@ -55,9 +56,12 @@ def test_fts5_syntax_never_reaches_sqlite(published: Runner) -> None:
     for query in HOSTILE:
         result = published("search", "--json", "--", query)
         assert result.code == 0, (query, result.err)
-        assert result.err == NO_NODE, query
+        assert result.err in (NO_NODE, NO_WORDS), query
         doc = json.loads(result.out)
         assert doc["query"]["text"] == query and isinstance(doc["hits"], list)
+        if result.err == NO_WORDS:
+            assert doc["hits"] == [] and doc["total"] == 0
+    assert published("search", "--", "* ( ) :").err == NO_WORDS
 
 
 def test_fts5_syntax_still_finds_the_words(published: Runner) -> None:
