@@ -475,6 +475,8 @@ class SearchEngine:
         if mode != "text" and not self.semantic_ready:
             self._vectors_wanted = True
             mode, notice = "text", self.notice
+        elif mode != "text" and self._maybe_unembedded:
+            notice = "semantic indexing in progress: new packages may be missing from the results"
         depth = max(CANDIDATES, query.offset + query.limit)
         rankings: list[list[int]] = []
         text_total = 0
