@@ -280,3 +280,35 @@ async def test_node_indexes_what_is_published_while_it_runs(tmp_path: Path,
             categories = await client.get(f"{state.http_url}/api/v1/categories")
             assert categories.json() == {"categories": [{"name": "text", "packages": 1}]}
         node.stop()
+
+
+@pytest.mark.trio
+async def test_engine_stays_responsive_while_it_embeds(tmp_path: Path,
+                                                       embedder: Embedder) -> None:
+    engine = SearchEngine(SearchIndex(tmp_path / "s.sqlite"), vector_dir=tmp_path / "v",
+                          loader=lambda: embedder)
+    prose = " ".join(f"Sentence {i} says how this package handles case number {i}." for i in
+                     range(60))
+    engine.index_entries([PackageEntry(f"pkg-{i}", "1.0.0", f"m{i}", prose=f"{i} {prose}",
+                                       description=f"Package number {i}") for i in range(30)],
+                         embed=False)
+    shutdown = trio.Event()
+    lags: list[float] = []
+    latencies: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run, shutdown)
+        with trio.fail_after(120):
+            while engine._maybe_unembedded or not engine.semantic_ready:
+                before = trio.current_time()
+                await trio.sleep(0.05)
+                lags.append(trio.current_time() - before - 0.05)
+                started = time.perf_counter()
+                await trio.to_thread.run_sync(
+                    engine.search, SearchQuery(text="case number seven", mode="text"))
+                latencies.append(time.perf_counter() - started)
+        shutdown.set()
+    assert engine.semantic_ready and len(engine.index.chunk_keys()) >= 60
+    # The event loop and text queries kept going while the worker embedded.
+    assert len(lags) > 10
+    assert max(lags) < 0.5 and sorted(latencies)[len(latencies) // 2] < 0.1
+    engine.close()
