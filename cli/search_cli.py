@@ -71,6 +71,8 @@ def _with_local_engine(call: Any) -> Any:
         try:
             engine.catch_up()
             return call(engine)
+        except sqlite3.Error as exc:
+            raise DreError(f"the search index failed: {exc}") from None
         finally:
             engine.close()
 

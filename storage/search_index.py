@@ -36,10 +36,10 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import monotonic as _monotonic
 from typing import Any, NamedTuple
 
 from dre.protocol import exporter
@@ -252,8 +252,22 @@ class SearchIndex:
         self._lock = threading.Lock()
         self._closed = False
         self._df_cache: dict[str, int] = {}
-        self._df_cache_time = _monotonic()
-        self._create_schema(self._conn())
+        self._df_cache_time = time.monotonic()
+        try:
+            self._create_schema(self._conn())
+        except sqlite3.DatabaseError as exc:
+            # Derived data: a file SQLite cannot read is set aside and rebuilt from the
+            # registry (only this node's download counts are lost with it).
+            self.close()
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            _log.warning("search index %s is unreadable (%s); moved to %s and rebuilt",
+                         path, exc, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_name(path.name + suffix).unlink()
+            path.replace(aside)
+            self._closed = False
+            self._create_schema(self._conn())
 
     @classmethod
     def open_home(cls, home: Path) -> SearchIndex:
@@ -285,13 +299,22 @@ class SearchIndex:
     @contextlib.contextmanager
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         conn = conn or self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise DreError(f"the search index {self.path} is busy or unwritable ({exc}); "
+                           "try again") from None
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise DreError(f"cannot write the search index {self.path}: {exc}") from None
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         with self._write(conn):
@@ -544,7 +567,7 @@ class SearchIndex:
 
     def _document_frequency(self, term: str, *, prefix: bool) -> int:
         """Packages holding ``term`` (cached for a while: it only informs pruning)."""
-        now = _monotonic()
+        now = time.monotonic()
         if now - self._df_cache_time > _DF_CACHE_SECONDS:
             self._df_cache.clear()
             self._df_cache_time = now

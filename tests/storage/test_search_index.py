@@ -192,3 +192,13 @@ def test_common_terms_are_pruned_from_ranking_not_from_the_count(
     assert total == 21 and len(ids) == 20
     ids, total = index.text_search(["library", "things"], category=None, limit=30, count=False)
     assert total == 0 and len(ids) == 20
+
+
+def test_unreadable_file_is_set_aside_and_rebuilt(tmp_path: Path, repo: Repo) -> None:
+    path = tmp_path / "search.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with SearchIndex(path) as index:
+        publish(repo, "left-pad.md")
+        catch_up(index, repo)
+        assert search(index, "pad") == ["left-pad"]
+    assert len(list(tmp_path.glob("search.sqlite.unreadable-*"))) == 1
