@@ -248,7 +248,9 @@ class SearchIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # (owning thread, connection): worker threads come and go (trio's thread cache), so
+        # connections of threads that ended are closed when the next one is opened.
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         self._closed = False
         self._df_cache: dict[str, int] = {}
@@ -293,7 +295,15 @@ class SearchIndex:
         conn.execute("PRAGMA synchronous = NORMAL")
         self._local.conn = conn
         with self._lock:
-            self._all.append(conn)
+            live = []
+            for thread, other in self._all:
+                if thread.is_alive():
+                    live.append((thread, other))
+                else:
+                    with contextlib.suppress(sqlite3.Error):
+                        other.close()
+            live.append((threading.current_thread(), conn))
+            self._all = live
         return conn
 
     @contextlib.contextmanager
@@ -333,7 +343,7 @@ class SearchIndex:
         """Close every connection this index opened (in any thread)."""
         with self._lock:
             self._closed = True
-            for conn in self._all:
+            for _thread, conn in self._all:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()

@@ -202,3 +202,12 @@ def test_unreadable_file_is_set_aside_and_rebuilt(tmp_path: Path, repo: Repo) ->
         catch_up(index, repo)
         assert search(index, "pad") == ["left-pad"]
     assert len(list(tmp_path.glob("search.sqlite.unreadable-*"))) == 1
+
+
+def test_connections_of_finished_threads_are_closed(index: SearchIndex) -> None:
+    for _ in range(20):
+        worker = threading.Thread(target=index.count)
+        worker.start()
+        worker.join()
+    index.count()
+    assert len(index._all) <= 2  # this thread's, and at most the last worker's
