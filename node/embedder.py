@@ -142,6 +142,7 @@ class Embedder:
         self._tokenizers = {"index": model.tokenizer, "query": copy.deepcopy(model.tokenizer)}
         self._locks = {"index": threading.Lock(), "query": threading.Lock()}
         self._query_cache: OrderedDict[str, Vector] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.model_id = MODEL_ID
         self.dim = DIM
 
@@ -194,12 +195,14 @@ class Embedder:
 
     def embed_query(self, text: str) -> Vector:
         """The unit vector of a query (recent queries are remembered)."""
-        cached = self._query_cache.get(text)
-        if cached is not None:
-            self._query_cache.move_to_end(text)
-            return cached
+        with self._cache_lock:
+            cached = self._query_cache.get(text)
+            if cached is not None:
+                self._query_cache.move_to_end(text)
+                return cached
         vector: Vector = self._encode("query", [text])[0]
-        self._query_cache[text] = vector
-        while len(self._query_cache) > _QUERY_CACHE:
-            self._query_cache.popitem(last=False)
+        with self._cache_lock:
+            self._query_cache[text] = vector
+            while len(self._query_cache) > _QUERY_CACHE:
+                self._query_cache.popitem(last=False)
         return vector
