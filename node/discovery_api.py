@@ -58,6 +58,9 @@ def _param(request: Request, name: str, default: str | None = None, *,
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
+    values = request.query_params.getlist(name)
+    if len(values) == 1 and len(values[0]) > _MAX_INT_CHARS:
+        raise ValidationError(f"{name} is too large")
     text = _param(request, name, max_chars=_MAX_INT_CHARS)
     if text is None or text == "":
         return default
