@@ -185,6 +185,11 @@ class SearchEngine:
                                 "installed; searching text only")
             except _Unavailable as exc:
                 self._notice = str(exc)
+            except Exception as exc:
+                # torch and transformers can fail in ways of their own (a damaged config, an
+                # unsupported CPU): the node then searches text, it does not stop.
+                self._notice = (f"semantic search unavailable: the model failed to load "
+                                f"({type(exc).__name__}: {str(exc)[:200]}); searching text only")
             if self._notice is not None:
                 _log.warning("%s", self._notice)
                 return False
@@ -385,6 +390,7 @@ class SearchEngine:
             last_refresh = time.monotonic()
             last_head: tuple[int, Any] | None = None
             loading = False
+            failures = 0
             while not shutdown.is_set():
                 if (not loading and self._semantic_wanted and self._notice is None
                         and (self._vectors_wanted or self.index.count() > 0)):
@@ -394,22 +400,26 @@ class SearchEngine:
                     loading = True
                     nursery.start_soon(self._load_in_thread)
                 head = self.repo.index.log_head() if self.repo is not None else None
-                more = False
+                more = failed = False
                 if head != last_head or self._has_vector_work():
                     try:
                         more = await trio.to_thread.run_sync(self._step)
-                    except DreError as exc:
-                        _log.warning("search indexing: %s", exc)
-                    if not more:
-                        last_head = head
+                        if not more:
+                            last_head = head
+                    except Exception as exc:
+                        failed = True
+                        _log_failure("search indexing", exc)
                 if time.monotonic() - last_refresh > REFRESH_INTERVAL:
                     last_refresh = time.monotonic()
                     try:
                         await trio.to_thread.run_sync(self.refresh)
-                    except DreError as exc:
-                        _log.warning("search refresh: %s", exc)
+                    except Exception as exc:
+                        _log_failure("search refresh", exc)
+                # Indexing is this node's convenience, not its job: a failure is logged and
+                # retried later (backing off), it never stops the node.
+                failures = failures + 1 if failed else 0
                 if not more:
-                    with trio.move_on_after(POLL_INTERVAL):
+                    with trio.move_on_after(min(60.0, POLL_INTERVAL * 2 ** min(failures, 7))):
                         await shutdown.wait()
                 else:
                     await trio.lowlevel.checkpoint()
@@ -611,6 +621,13 @@ class SearchEngine:
 
 class _Unavailable(Exception):
     pass
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    if isinstance(exc, DreError):
+        _log.warning("%s: %s", what, exc)
+    else:
+        _log.error("%s failed", what, exc_info=exc)
 
 
 _shared_lock = threading.Lock()

@@ -312,3 +312,41 @@ async def test_engine_stays_responsive_while_it_embeds(tmp_path: Path,
     assert len(lags) > 10
     assert max(lags) < 0.5 and sorted(latencies)[len(latencies) // 2] < 0.1
     engine.close()
+
+
+def test_a_model_that_fails_to_load_leaves_text_search(tmp_path: Path) -> None:
+    def broken() -> Embedder:
+        raise RuntimeError("unsupported CPU")
+
+    engine = SearchEngine(SearchIndex(tmp_path / "s.sqlite"), loader=broken)
+    engine.index_entries([PackageEntry("p", "1.0.0", "m", description="pad strings")])
+    assert not engine.load_model()
+    result = engine.search(SearchQuery(text="pad"))
+    assert result.mode == "text" and [h.name for h in result.hits] == ["p"]
+    assert result.notice is not None and "unsupported CPU" in result.notice
+    engine.close()
+
+
+@pytest.mark.trio
+async def test_indexing_failures_do_not_stop_the_engine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    engine = SearchEngine(SearchIndex(tmp_path / "s.sqlite"), semantic=False)
+    calls: list[int] = []
+
+    def failing_step() -> bool:
+        calls.append(1)
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(engine, "_step", failing_step)
+    monkeypatch.setattr(engine, "_has_vector_work", lambda: True)
+    shutdown = trio.Event()
+    with caplog.at_level(logging.ERROR, logger="dre.search"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run, shutdown)
+            await trio.sleep(2.0)
+            shutdown.set()
+    # Retried, backing off (0.5 s, 1 s, …), each failure logged, and the engine ended cleanly.
+    assert 2 <= len(calls) <= 4
+    assert all("search indexing failed" in r.getMessage() for r in caplog.records)
+    engine.close()
