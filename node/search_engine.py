@@ -362,11 +362,12 @@ class SearchEngine:
         if updates:
             self.index.set_trust(updates)
         late: list[PackageEntry] = []
-        for _name, manifest in self.index.incomplete_docs(limit=200):
+        for _name, manifest, created in self.index.incomplete_docs(limit=200):
             cid = parse_cid(manifest)
             try:
                 if repo.store.has(registry.manifest(cid).doc):
-                    late.append(entry_for(registry, cid, time=0, own=own))
+                    # Its time is already indexed: passing the earliest keeps it.
+                    late.append(entry_for(registry, cid, time=created, own=own))
             except DreError as exc:
                 _log.warning("cannot index the document of %s: %s", manifest, exc)
         if late:
@@ -464,7 +465,12 @@ class SearchEngine:
         return list(best.items())[:depth]
 
     def search(self, query: SearchQuery) -> SearchResult:
-        """Answer one query (see the module docstring for ranking and sorting)."""
+        """Answer one query (see the module docstring for ranking and sorting).
+
+        ``total`` counts every package the words match in text mode; in hybrid and semantic
+        mode (where every package is near the query to some degree) it counts the fused
+        candidates, at most twice :data:`CANDIDATES` (or ``offset + limit``).
+        """
         validate_query(query)
         category = query.category
         if not query.text.strip():

@@ -669,10 +669,12 @@ class SearchIndex:
         return [(str(n), str(m), str(k)) for n, m, k in self._conn().execute(
             "SELECT name, manifest, trust_key FROM packages")]
 
-    def incomplete_docs(self, *, limit: int) -> list[tuple[str, str]]:
-        """(name, manifest) of packages indexed before their document was available."""
-        return [(str(n), str(m)) for n, m in self._conn().execute(
-            "SELECT name, manifest FROM packages WHERE doc_complete = 0 LIMIT ?", (limit,))]
+    def incomplete_docs(self, *, limit: int) -> list[tuple[str, str, int]]:
+        """(name, manifest, created) of packages indexed before their document was
+        available."""
+        return [(str(n), str(m), int(c)) for n, m, c in self._conn().execute(
+            "SELECT name, manifest, created FROM packages WHERE doc_complete = 0 LIMIT ?",
+            (limit,))]
 
     # -- events ------------------------------------------------------------------------------
 

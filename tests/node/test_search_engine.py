@@ -15,8 +15,10 @@ from dre.node.config import NodeConfig
 from dre.node.embedder import Embedder, SemanticUnavailable, load_embedder
 from dre.node.runtime import Node
 from dre.node.search_engine import SearchEngine
+from dre.protocol.cid import Block
 from dre.protocol.errors import NotFoundError, ValidationError
 from dre.protocol.keys import PublisherKey
+from dre.protocol.links import iter_dag
 from dre.protocol.search import SearchQuery
 from dre.storage.keystore import Keystore
 from dre.storage.registry import LocalRegistry
@@ -350,3 +352,33 @@ async def test_indexing_failures_do_not_stop_the_engine(
     assert 2 <= len(calls) <= 4
     assert all("search indexing failed" in r.getMessage() for r in caplog.records)
     engine.close()
+
+
+def test_record_from_a_peer_indexed_now_its_document_when_it_arrives(
+        tmp_path: Path) -> None:
+    Repo.init(tmp_path / "home")
+    repo = Repo.open(tmp_path / "home")
+    index = SearchIndex(tmp_path / "search.sqlite")
+    Repo.init(tmp_path / "peer")
+    with Repo.open(tmp_path / "peer") as peer:
+        published = LocalRegistry(peer).publish((EXAMPLES / "left-pad.md").read_bytes(), ALICE,
+                                                now=NOW)
+        manifest = Block(published.manifest, peer.store.get(published.manifest))
+        doc_blocks = [Block(c, d) for c, d in iter_dag(peer.store.get, published.doc)]
+    # Gossip brought the manifest only.
+    LocalRegistry(repo).accept_record(manifest, now=NOW + 60)
+    engine = SearchEngine(index, repo=repo, semantic=False)
+    engine.catch_up()
+
+    def text(query: str) -> list[str]:
+        return names(engine.search(SearchQuery(text=query, mode="text")).hits)
+
+    assert text("pad") == ["left-pad"]
+    assert text("fill character") == []  # words of the document's prose
+    repo.store.put_many(doc_blocks)
+    assert engine.refresh() == 1
+    assert text("fill character") == ["left-pad"]
+    package = index.package_by_name("left-pad")
+    assert package is not None and package.created == NOW
+    engine.close()
+    repo.close()
