@@ -503,7 +503,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=100,
                         help="connections in all client pools together; more than the node's "
                              "listen backlog (hypercorn's 100) opened at once overflow it")
-    parser.add_argument("--clients", type=int, default=4,
+    parser.add_argument("--clients", type=int, default=8,
                         help="client processes sharing the requests (one async httpx client "
                              "each; one process alone spends more CPU than the node)")
     parser.add_argument("--timeout", type=float, default=120.0)
