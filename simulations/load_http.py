@@ -293,12 +293,15 @@ def tree_files(blocks: list[Block], root: CID) -> dict[str, bytes]:
 
 async def check_publishes(client: httpx.AsyncClient, docs: dict[str, bytes],
                           published: dict[str, dict[str, Any]]) -> list[str]:
-    """Names whose publish is not fully visible afterwards (info, manifest, tree)."""
+    """What went wrong with the publishes, checked afterwards: an accepted publish (201) not
+    fully visible (info, manifest, tree) is lost; a refused one (its error is counted with the
+    errors) must have changed nothing, its name must be unknown."""
     lost = []
     for name, doc in docs.items():
         answer = published.get(name)
         if answer is None:
-            lost.append(f"{name}: the publish failed")
+            if (await client.get(f"/api/v1/packages/{name}")).status_code != 404:
+                lost.append(f"{name}: refused, yet the node knows the name")
             continue
         info = await client.get(f"/api/v1/packages/{name}")
         if info.status_code != 200:
@@ -462,6 +465,7 @@ def load(api: str, token: str, node_pid: int, args: argparse.Namespace) -> dict[
                 cost_lost, _ = trio.run(verify_afterwards, world.api, cost_docs, cost[1],
                                         args.timeout)
                 costs[kind]["lost"] = len(cost_lost)
+                costs[kind]["accepted"] = len(cost[1])
     docs = {arg[0]: package_doc(*arg) for kind, arg in jobs if kind == "publish"}
     lost, after = trio.run(verify_afterwards, api, docs, published, args.timeout)
 
