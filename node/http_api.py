@@ -63,7 +63,7 @@ from .api_packages import VersionRef, package_routes
 from .config import NodeConfig
 from .discovery_api import discovery_routes
 from .gateway import gateway_routes
-from .metrics import metrics_routes
+from .metrics import RequestMetrics, metrics_routes
 from .openapi import openapi_document
 from .peers import remember_peer
 from .ratelimit import RateLimits, load_rate_limits
@@ -396,7 +396,9 @@ def make_app(state: NodeState) -> Starlette:
     routes += web_routes(state)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AddressRateLimit, limiter=access.by_address,
+        # Metrics first, so answers of the rate limiter (429, 413) are counted too.
+        middleware=[Middleware(RequestMetrics, state=state),
+                    Middleware(AddressRateLimit, limiter=access.by_address,
                                max_body=max_body)],
         exception_handlers={
             DreError: on_dre_error,

@@ -55,8 +55,8 @@ def client_for(app: object) -> httpx.AsyncClient:
 @pytest.mark.trio
 async def test_requests_are_counted_by_route_template_and_status(repo: Repo) -> None:
     state = new_state(repo)
-    # Wrapped from outside, exactly as Starlette(middleware=[...]) wraps its router.
-    app = RequestMetrics(make_app(state), state=state)
+    # make_app installs RequestMetrics as its outermost middleware.
+    app = make_app(state)
     data = b"metrics block"
     cid = cid_for(data, RAW)
     repo.store.put(Block(cid, data))
