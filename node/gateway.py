@@ -27,7 +27,7 @@ sync, or an explicit ``POST /api/v1/fetch/{cid}``; a block not here is a 404.
 
 **Every block is verified** against its CID before a byte of it is sent: raw and CAR responses
 hash each block, and file and directory reads go through :mod:`dre.protocol.exporter` (or the
-ranged reader below, which applies the same checks), which hash every block they read.
+ranged reader :func:`dre.protocol.exporter.read_file_range`), which hash every block they read.
 
 Store reads are memory-mapped lookups; responses larger than :data:`INLINE_LIMIT` are produced by
 a synchronous generator that Starlette runs in its thread pool, so a big CAR or file never holds
@@ -36,8 +36,6 @@ the event loop, and only one chunk of it is in memory at a time.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import html
 import logging
@@ -48,15 +46,14 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 import trio
-from dre.protocol import dagpb, exporter, unixfs
+from dre.protocol import exporter
 from dre.protocol.car import encode_block, encode_header
 from dre.protocol.cid import (
     CID,
     DAG_CBOR,
     DAG_PB,
-    MAX_CID_TEXT,
     RAW,
-    cid_from_bytes,
+    cid_text,
     cid_to_bytes,
     multihash_of,
     parse_cid,
@@ -64,7 +61,6 @@ from dre.protocol.cid import (
 )
 from dre.protocol.errors import DreError, IntegrityError, NotFoundError, ValidationError
 from dre.protocol.links import links_of
-from dre.protocol.unixfs import DataType
 from dre.storage.blockstore import BlockStore
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -83,7 +79,6 @@ __all__ = [
     "parse_accept",
     "parse_entity_bytes",
     "parse_range",
-    "read_file_range",
 ]
 
 _log = logging.getLogger(__name__)
@@ -121,8 +116,6 @@ PROBE_CID = "bafkqaaa"
 
 #: Characters left as they are when a path goes into a header (RFC 3986 pchar and "/").
 _PATH_SAFE = "/@:+,;=-._~!$&'()*"
-_FILE_TYPES = (DataType.FILE, DataType.RAW)
-_DIR_TYPES = (DataType.DIRECTORY, DataType.HAMT_SHARD)
 _IDENTITY = 0x00
 
 #: Extensions the system's mime table may not know, or knows differently on other machines.
@@ -332,112 +325,6 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# CID text, fast
-#
-# multiformats spends ~1 ms on each str(CID) and CID.decode (generic base tables); a gateway
-# request prints its CIDs several times. CIDv1 in base32 — every CID we mint and the only form
-# parse_cid returns — is done here with the standard library; anything else takes the slow path.
-
-
-def _cid_text(cid: CID) -> str:
-    """``str(cid)``, without multiformats' base32 encoder for CIDv1."""
-    if cid.version != 1:
-        return str(cid)
-    return "b" + base64.b32encode(cid_to_bytes(cid)).decode("ascii").lower().rstrip("=")
-
-
-def _parse_cid(text: str) -> CID:
-    """:func:`dre.protocol.cid.parse_cid`, with a fast path for canonical base32 CIDv1."""
-    if 1 < len(text) <= MAX_CID_TEXT and text[0] == "b" and text.isascii():
-        body = text[1:].upper()
-        try:
-            cid = cid_from_bytes(base64.b32decode(body + "=" * (-len(body) % 8)))
-        except (binascii.Error, IntegrityError, ValueError):
-            return parse_cid(text)  # its error message says what is wrong
-        if cid.version == 1 and multihash_of(cid)[:2] == b"\x12\x20" and \
-                _cid_text(cid) == text:
-            return cid
-    return parse_cid(text)
-
-
-# --------------------------------------------------------------------------------------------
-# Ranged file reads
-
-
-def _load_file_node(
-    get: exporter.BlockGetter, cid: CID
-) -> bytes | tuple[dagpb.PBNode, unixfs.UnixFSData]:
-    """A verified file block: raw bytes, or a dag-pb file node checked like the exporter does."""
-    if cid.codec.code not in (RAW, DAG_PB):
-        raise ValidationError(f"{cid} is not a UnixFS node (codec {cid.codec.name})")
-    data = get(cid)
-    verify_block(cid, data)
-    if cid.codec.code == RAW:
-        return data
-    try:
-        node = dagpb.decode(data)
-        if node.data is None:
-            raise IntegrityError("dag-pb node has no UnixFS data")
-        meta = unixfs.decode(node.data)
-    except IntegrityError as exc:
-        raise IntegrityError(f"block {cid}: {exc}") from None
-    if meta.type not in _FILE_TYPES:
-        raise ValidationError(f"{cid} is a {meta.type.name.lower()}, not a file")
-    if len(meta.blocksizes) != len(node.links):
-        raise IntegrityError(
-            f"block {cid}: {len(meta.blocksizes)} blocksizes for {len(node.links)} links")
-    expected = len(meta.data or b"") + sum(meta.blocksizes)
-    if meta.filesize is not None and meta.filesize != expected:
-        raise IntegrityError(f"block {cid}: filesize {meta.filesize}, blocks sum to {expected}")
-    return node, meta
-
-
-def _walk_range(
-    get: exporter.BlockGetter, cid: CID, start: int, end: int, expected: int | None, depth: int,
-) -> Iterator[tuple[CID, bytes | None]]:
-    """(cid, its bytes in the range or None) for every block read, depth-first, for bytes
-    ``start``..``end`` (inclusive, relative to this node) of the file ``cid``."""
-    if depth > exporter.MAX_FILE_DEPTH:
-        raise IntegrityError(f"file DAG deeper than {exporter.MAX_FILE_DEPTH} levels at {cid}")
-    loaded = _load_file_node(get, cid)
-    if isinstance(loaded, bytes):
-        if expected is not None and len(loaded) != expected:
-            raise IntegrityError(f"block {cid}: {len(loaded)} bytes, its parent says {expected}")
-        yield cid, loaded[start : end + 1]
-        return
-    node, meta = loaded
-    inline = meta.data or b""
-    size = len(inline) + sum(meta.blocksizes)
-    if expected is not None and size != expected:
-        raise IntegrityError(f"block {cid}: size {size}, its parent says {expected}")
-    yield cid, inline[start : end + 1] if start < len(inline) else None
-    position = len(inline)
-    for link, child_size in zip(node.links, meta.blocksizes, strict=True):
-        child_start, child_end = position, position + child_size - 1
-        position += child_size
-        if child_size == 0 or child_end < start:
-            continue
-        if child_start > end:
-            break
-        yield from _walk_range(get, link.hash, max(start - child_start, 0),
-                               min(end, child_end) - child_start, child_size, depth + 1)
-
-
-def read_file_range(get: exporter.BlockGetter, cid: CID, start: int, end: int) -> Iterator[bytes]:
-    """Bytes ``start``..``end`` (inclusive) of the UnixFS file ``cid``, reading only the blocks
-    on the way to them; every block is verified and checked against its parent's sizes."""
-    for _cid, piece in _walk_range(get, cid, start, end, None, 0):
-        if piece:
-            yield piece
-
-
-def _range_blocks(get: exporter.BlockGetter, cid: CID, start: int, end: int) -> Iterator[CID]:
-    """The CIDs of the blocks needed to verify bytes ``start``..``end`` of the file ``cid``."""
-    for block_cid, _piece in _walk_range(get, cid, start, end, None, 0):
-        yield block_cid
-
-
-# --------------------------------------------------------------------------------------------
 # Resolution
 
 
@@ -457,7 +344,7 @@ class _Resolved:
 
     @property
     def ipfs_path(self) -> str:
-        return "/ipfs/" + "/".join([_cid_text(self.root), *self.parts])
+        return "/ipfs/" + "/".join([cid_text(self.root), *self.parts])
 
 
 def _recording(store: BlockStore, into: list[CID]) -> exporter.BlockGetter:
@@ -472,11 +359,11 @@ def _recording(store: BlockStore, into: list[CID]) -> exporter.BlockGetter:
 def _split(rest: str) -> tuple[CID, tuple[str, ...]]:
     if len(rest) > MAX_PATH_CHARS:
         raise GatewayError(400, f"path longer than {MAX_PATH_CHARS} characters")
-    cid_text, _, path = rest.partition("/")
-    if not cid_text:
+    cid_part, _, path = rest.partition("/")
+    if not cid_part:
         raise GatewayError(400, "give a CID: /ipfs/<cid>[/path]")
     try:
-        root = _parse_cid(cid_text)
+        root = parse_cid(cid_part)
     except ValidationError as exc:
         raise GatewayError(400, str(exc)) from None
     parts = tuple(p for p in path.split("/") if p not in ("", "."))
@@ -563,7 +450,7 @@ def _entity_blocks(store: BlockStore, cid: CID, entity_bytes: str) -> Iterator[C
         if span is None:
             yield cid
             return
-        yield from _range_blocks(store.get, cid, span.start, span.end)
+        yield from exporter.file_range_blocks(store.get, cid, span.start, span.end)
     elif info.kind == "directory":
         # Listing a (HAMT) directory reads exactly its own node and shard nodes.
         read: list[CID] = [cid]
@@ -633,7 +520,7 @@ def _common(resolved: _Resolved, etag: str) -> dict[str, str]:
         "Cache-Control": IMMUTABLE,
         "ETag": etag,
         "X-Ipfs-Path": quote(resolved.ipfs_path, safe=_PATH_SAFE),
-        "X-Ipfs-Roots": ",".join(_cid_text(c) for c in resolved.roots),
+        "X-Ipfs-Roots": ",".join(cid_text(c) for c in resolved.roots),
         "X-Content-Type-Options": "nosniff",
         "Vary": "Accept",
     }
@@ -655,7 +542,7 @@ def _location(request: Request, fmt: str) -> dict[str, str]:
 
 def _raw_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Response:
     cid = resolved.root
-    name = _cid_text(cid)
+    name = cid_text(cid)
     headers = {**_common(resolved, f'"{name}.raw"'), **_location(request, "raw"),
                "Content-Disposition": f'attachment; filename="{name}.bin"'}
     if (cached := _not_modified(request, headers)) is not None:
@@ -670,7 +557,7 @@ def _car_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Res
     variant = "\x00".join(
         ["/".join(resolved.parts), options.scope, options.entity_bytes or ""]).encode()
     tag = hashlib.sha256(variant).hexdigest()[:16]
-    name = _cid_text(resolved.root)
+    name = cid_text(resolved.root)
     headers = {**_common(resolved, f'"{name}.car.{tag}"'), **_location(request, "car"),
                "Content-Disposition": f'attachment; filename="{name}.car"'}
     if (cached := _not_modified(request, headers)) is not None:
@@ -706,7 +593,7 @@ def _content_type(name: str, head: Callable[[], bytes]) -> str:
 
 def _file_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Response:
     cid = resolved.target
-    headers = {**_common(resolved, f'"{_cid_text(cid)}"'), "Content-Security-Policy": SANDBOX,
+    headers = {**_common(resolved, f'"{cid_text(cid)}"'), "Content-Security-Policy": SANDBOX,
                "Accept-Ranges": "bytes"}
     if (cached := _not_modified(request, headers)) is not None:
         return cached
@@ -714,8 +601,7 @@ def _file_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Re
     name = resolved.parts[-1] if resolved.parts else ""
 
     def head() -> bytes:
-        return b"".join(read_file_range(store.get, cid, 0, min(size, SNIFF_BYTES) - 1)) \
-            if size else b""
+        return b"".join(exporter.read_file_range(store.get, cid, 0, SNIFF_BYTES - 1))
 
     media_type = _content_type(name, head)
     wanted = parse_range(request.headers.get("range"), size)
@@ -735,7 +621,8 @@ def _file_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Re
     if request.method == "HEAD":  # the headers say it all; read nothing
         return Response(b"", status_code=status, media_type=media_type, headers=headers)
     if length <= INLINE_LIMIT:
-        body = b"".join(read_file_range(store.get, cid, span.start, span.end)) if length else b""
+        body = b"".join(exporter.read_file_range(store.get, cid, span.start, span.end)) \
+            if length else b""
         return Response(body, status_code=status, media_type=media_type, headers=headers)
     return StreamingResponse(_file_chunks(store, cid, span, resolved.ipfs_path),
                              status_code=status, media_type=media_type, headers=headers)
@@ -743,7 +630,7 @@ def _file_answer(request: Request, store: BlockStore, resolved: _Resolved) -> Re
 
 def _file_chunks(store: BlockStore, cid: CID, span: ByteRange, where: str) -> Iterator[bytes]:
     try:
-        yield from read_file_range(store.get, cid, span.start, span.end)
+        yield from exporter.read_file_range(store.get, cid, span.start, span.end)
     except DreError as exc:
         # The status line is sent; a short body (Content-Length unmet) makes the client fail.
         _log.warning("gateway read of %s ended early: %s", where, exc)
@@ -765,7 +652,7 @@ def _directory_answer(request: Request, store: BlockStore, resolved: _Resolved) 
         inner = _Resolved(resolved.root, (*resolved.parts, "index.html"),
                           (*resolved.roots, index), resolved.path_blocks)
         return _file_answer(request, store, inner)
-    headers = {**_common(resolved, f'W/"DirIndex-{LISTING_VERSION}_CID-{_cid_text(target)}"'),
+    headers = {**_common(resolved, f'W/"DirIndex-{LISTING_VERSION}_CID-{cid_text(target)}"'),
                "Content-Security-Policy": LISTING_CSP}
     if (cached := _not_modified(request, headers)) is not None:
         return cached
@@ -807,7 +694,7 @@ def _listing_page(store: BlockStore, resolved: _Resolved) -> str:
         rows.append(
             f'<tr><td><a href="{esc(quote(name, safe=""))}{slash}">{esc(name)}{slash}</a></td>'
             f'<td class="size">{esc(size)}</td>'
-            f'<td><a class="cid" href="/ipfs/{_cid_text(child)}">{_cid_text(child)}</a></td></tr>')
+            f'<td><a class="cid" href="/ipfs/{cid_text(child)}">{cid_text(child)}</a></td></tr>')
     note = f"<p>Only the first {MAX_LISTING} entries are shown.</p>" if more else ""
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -816,7 +703,7 @@ def _listing_page(store: BlockStore, resolved: _Resolved) -> str:
         "td{padding:.2em 1em .2em 0}.size{text-align:right}.cid{font-family:monospace;"
         "color:#666;font-size:.85em}</style></head><body>"
         f"<h1>Index of {title}</h1>"
-        f"<p>{count} entries &middot; {esc(_cid_text(resolved.target))}</p>"
+        f"<p>{count} entries &middot; {esc(cid_text(resolved.target))}</p>"
         f"<table>{''.join(rows)}</table>{note}</body></html>\n"
     )
 
@@ -825,7 +712,7 @@ def _deserialized_answer(request: Request, store: BlockStore, resolved: _Resolve
     target = resolved.target
     if target.codec.code not in (RAW, DAG_PB):
         # Not UnixFS (a signed manifest, say): hand the verified block over as a download.
-        name = _cid_text(target)
+        name = cid_text(target)
         headers = {**_common(resolved, f'"{name}"'),
                    "Content-Disposition": f'attachment; filename="{name}.bin"'}
         if (cached := _not_modified(request, headers)) is not None:
@@ -839,7 +726,7 @@ def _deserialized_answer(request: Request, store: BlockStore, resolved: _Resolve
         return _directory_answer(request, store, resolved)
     if kind == "symlink":
         # Not followed (a link may point anywhere); its target is the answer, as plain text.
-        headers = {**_common(resolved, f'"{_cid_text(target)}"'),
+        headers = {**_common(resolved, f'"{cid_text(target)}"'),
                    "Content-Security-Policy": SANDBOX}
         if (cached := _not_modified(request, headers)) is not None:
             return cached

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 import trio
-from dre.protocol.cid import parse_cid
+from dre.protocol.cid import cid_text, parse_cid
 from dre.protocol.docformat import check_name
 from dre.protocol.errors import DreError, NotFoundError, ValidationError
 from dre.protocol.keys import PublisherKey
@@ -233,7 +233,7 @@ def _node_routes(state: NodeState, version: str) -> list[ApiRoute]:
             media_type=RAW_BLOCK_TYPE,
             headers={
                 "Cache-Control": "public, max-age=29030400, immutable",
-                "ETag": f'"{cid}"',
+                "ETag": f'"{cid_text(cid)}"',
                 "X-Content-Type-Options": "nosniff",
             },
         )

@@ -7,6 +7,10 @@ against children, filesize against the sum), so a corrupt or malicious DAG raise
 :class:`~dre.protocol.errors.IntegrityError` instead of returning wrong bytes. Only raw and dag-pb
 UnixFS are accepted; anything else raises :class:`~dre.protocol.errors.ValidationError`.
 
+:func:`read_file_range` and :func:`file_range_blocks` read (or list) only the blocks on the way to
+a byte range, with the same checks, so an HTTP ``Range`` or a CAR's ``entity-bytes`` costs a few
+blocks whatever the file's size.
+
 Directory names coming out of :func:`list_directory` and :func:`walk` are checked to be safe
 path components (no ``/``, NUL, ``.``, ``..`` or empty names), so materializing a walk on disk
 cannot escape the target directory.
@@ -26,8 +30,10 @@ from .unixfs import DataType, UnixFSData
 __all__ = [
     "BlockGetter",
     "NodeInfo",
+    "file_range_blocks",
     "list_directory",
     "read_file",
+    "read_file_range",
     "read_symlink",
     "resolve_path",
     "stat",
@@ -211,16 +217,47 @@ def resolve_path(get: BlockGetter, root: CID, path: str) -> CID:
     return current
 
 
+def _load_file(get: BlockGetter, cid: CID) -> tuple[PBNode, UnixFSData] | bytes:
+    """The root of the file ``cid``: a raw block's bytes or a file node; ValidationError if
+    ``cid`` is a directory or a symlink."""
+    loaded = _load(get, cid)
+    if not isinstance(loaded, bytes) and loaded[1].type not in _FILE_TYPES:
+        meta = loaded[1]
+        kind = "a directory" if meta.type in _DIR_TYPES else f"a {meta.type.name.lower()}"
+        raise ValidationError(f"{cid} is {kind}, not a file")
+    return loaded
+
+
+def _load_child(
+    get: BlockGetter, parent: CID, cid: CID, expected: int
+) -> tuple[PBNode, UnixFSData] | bytes:
+    """A child of the file node ``parent``, checked to be a file of the ``expected`` size that
+    the parent's blocksizes give it (so a reader never returns more or fewer bytes than the
+    root promised)."""
+    child = _load(get, cid)
+    if isinstance(child, bytes):
+        if len(child) != expected:
+            raise IntegrityError(
+                f"block {cid}: {len(child)} bytes, parent {parent} says {expected}"
+            )
+        return child
+    meta = child[1]
+    if meta.type not in _FILE_TYPES:
+        raise IntegrityError(f"file {parent} links to a {meta.type.name} node")
+    if _file_size(meta) != expected:
+        raise IntegrityError(
+            f"block {cid}: size {_file_size(meta)}, parent {parent} says {expected}"
+        )
+    return child
+
+
 def read_file(get: BlockGetter, cid: CID) -> Iterator[bytes]:
     """The bytes of the file ``cid``, one piece per leaf, checked against the file's sizes."""
-    loaded = _load(get, cid)
+    loaded = _load_file(get, cid)
     if isinstance(loaded, bytes):
         yield loaded
         return
     node, meta = loaded
-    if meta.type not in _FILE_TYPES:
-        kind = "a directory" if meta.type in _DIR_TYPES else f"a {meta.type.name.lower()}"
-        raise ValidationError(f"{cid} is {kind}, not a file")
     yield from _read_node(get, cid, node, meta, 0)
 
 
@@ -232,22 +269,75 @@ def _read_node(
     if meta.data:
         yield meta.data
     for link, expected in zip(node.links, meta.blocksizes, strict=True):
-        child = _load(get, link.hash)
+        child = _load_child(get, cid, link.hash, expected)
         if isinstance(child, bytes):
-            if len(child) != expected:
-                raise IntegrityError(
-                    f"block {link.hash}: {len(child)} bytes, parent {cid} says {expected}"
-                )
             yield child
+        else:
+            yield from _read_node(get, link.hash, child[0], child[1], depth + 1)
+
+
+def read_file_range(get: BlockGetter, cid: CID, start: int, end: int) -> Iterator[bytes]:
+    """Bytes ``start``..``end`` (inclusive) of the file ``cid``, reading only the blocks on the
+    way to them; every block is verified and checked like :func:`read_file` checks it.
+
+    Bytes past the end of the file are simply not there (a range beyond it yields nothing);
+    ``end < start`` is an empty range. ValidationError if ``start`` is negative.
+    """
+    for _block, piece in _range_walk(get, cid, start, end):
+        if piece:
+            yield piece
+
+
+def file_range_blocks(get: BlockGetter, cid: CID, start: int, end: int) -> Iterator[CID]:
+    """The CIDs of the blocks that prove bytes ``start``..``end`` (inclusive) of the file
+    ``cid``, depth-first: what a client needs to verify that range (a CAR's ``entity-bytes``)."""
+    for block, _piece in _range_walk(get, cid, start, end):
+        yield block
+
+
+def _range_walk(
+    get: BlockGetter, cid: CID, start: int, end: int
+) -> Iterator[tuple[CID, bytes | None]]:
+    if start < 0:
+        raise ValidationError(f"a file range cannot start before byte 0 (got {start})")
+    loaded = _load_file(get, cid)
+    if end < start:  # an empty range: its proof is the root alone
+        yield cid, None
+        return
+    yield from _range_node(get, cid, loaded, start, end, 0)
+
+
+def _range_node(
+    get: BlockGetter,
+    cid: CID,
+    loaded: tuple[PBNode, UnixFSData] | bytes,
+    start: int,
+    end: int,
+    depth: int,
+) -> Iterator[tuple[CID, bytes | None]]:
+    """(block, its bytes in the range or None) for every block read, depth-first, for bytes
+    ``start``..``end`` relative to the (already loaded and checked) node ``cid``."""
+    if isinstance(loaded, bytes):
+        yield cid, loaded[start : end + 1]
+        return
+    if depth > MAX_FILE_DEPTH:
+        raise IntegrityError(f"file DAG deeper than {MAX_FILE_DEPTH} levels at {cid}")
+    node, meta = loaded
+    inline = meta.data or b""
+    yield cid, inline[start : end + 1] if start < len(inline) else None
+    position = len(inline)
+    for link, child_size in zip(node.links, meta.blocksizes, strict=True):
+        child_start, child_end = position, position + child_size - 1
+        position += child_size
+        # A zero-length child holds none of the bytes: not reading it is what makes this a
+        # ranged read (read_file still reads and checks it).
+        if child_size == 0 or child_end < start:
             continue
-        child_node, child_meta = child
-        if child_meta.type not in _FILE_TYPES:
-            raise IntegrityError(f"file {cid} links to a {child_meta.type.name} node")
-        if _file_size(child_meta) != expected:
-            raise IntegrityError(
-                f"block {link.hash}: size {_file_size(child_meta)}, parent {cid} says {expected}"
-            )
-        yield from _read_node(get, link.hash, child_node, child_meta, depth + 1)
+        if child_start > end:
+            break
+        child = _load_child(get, cid, link.hash, child_size)
+        yield from _range_node(get, link.hash, child, max(start - child_start, 0),
+                               min(end, child_end) - child_start, depth + 1)
 
 
 def walk(
