@@ -32,6 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,7 @@ from dre.storage.search_index import (
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-    from .embedder import Embedder
+    from .embedder import Embedder, Vector
 else:
     TaskStatus = trio.TaskStatus
 
@@ -81,6 +82,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("dre.search")
+#: Threads that embed queries beside the text ranking (one per query in flight, up to 4).
+_QUERY_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dre-query-embed")
 
 #: Depth of each ranking before fusion (and of the set a non-relevance sort orders). Beyond
 #: rank 100 an item adds less than 1/160 to an RRF score: deeper only costs time.
@@ -496,13 +499,18 @@ class SearchEngine:
         depth = max(CANDIDATES, query.offset + query.limit)
         rankings: list[list[int]] = []
         text_total = 0
+        embedding: Future[Vector] | None = None
+        if mode in ("semantic", "hybrid") and self._embedder is not None:
+            # Embedding the query (torch) and the BM25 ranking (SQLite) both release the GIL:
+            # run them side by side, on two cores (measured: hybrid p50 at 100k packages).
+            embedding = _QUERY_POOL.submit(self._embedder.embed_query, query.text)
         if mode in ("text", "hybrid"):
             by_text, text_total = self.index.text_search(terms, category=category, limit=depth,
                                                          count=mode == "text")
             rankings.append(by_text)
-        if mode in ("semantic", "hybrid") and self._embedder is not None:
-            vector = self._embedder.embed_query(query.text)
-            by_meaning = self._vector_ranking(vector, depth=depth * (4 if category else 1))
+        if embedding is not None:
+            by_meaning = self._vector_ranking(embedding.result(),
+                                              depth=depth * (4 if category else 1))
             rankings.append([pid for pid, _ in by_meaning])
         candidates = list(dict.fromkeys(pid for ranking in rankings for pid in ranking))
         # Light facts of every candidate (fusion, filter, sort); full rows for the page only.
