@@ -353,6 +353,23 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def engine_commit() -> str:
+    """The last commit of the engine's files, "+dirty" if the tree changes them (so a result
+    names the code it measured)."""
+    import subprocess  # noqa: PLC0415
+
+    files = ["node/search_engine.py", "node/embedder.py", "storage/search_index.py",
+             "storage/vector_index.py", "protocol/search.py"]
+    root = HERE.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args, "--", *files], cwd=root, capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    commit = git("log", "-1", "--format=%h")
+    return commit + ("+dirty" if git("status", "--porcelain") else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packages", type=int, default=100_000)
@@ -431,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                            "the evaluation's hand-written queries plus 3-6 word phrases cut "
                            "from real descriptions, shuffled with random.Random(2027)",
         },
+        "engine_commit": engine_commit(),
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0)),
                     "load_average_at_start": load_start,
                     "load_average_at_end": os.getloadavg(),

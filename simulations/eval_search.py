@@ -356,6 +356,23 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str
     plt.close(fig)
 
 
+def engine_commit() -> str:
+    """The last commit of the engine's files, "+dirty" if the tree changes them (so a result
+    names the code it measured)."""
+    import subprocess  # noqa: PLC0415
+
+    files = ["node/search_engine.py", "node/embedder.py", "storage/search_index.py",
+             "storage/vector_index.py", "protocol/search.py"]
+    root = HERE.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args, "--", *files], cwd=root, capture_output=True,
+                              text=True, check=False).stdout.strip()
+
+    commit = git("log", "-1", "--format=%h")
+    return commit + ("+dirty" if git("status", "--porcelain") else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packages", type=int, default=None,
@@ -409,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                            "distributions; hand-labelled queries)"},
         "engine": {"model": MODEL_ID, "candidates_per_ranking": CANDIDATES, "rrf_k": RRF_K,
                    "ranked_depth_for_mrr": MAX_LIMIT},
+        "engine_commit": engine_commit(),
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "indexing": facts,
         "metrics": summary,
