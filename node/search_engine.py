@@ -2,8 +2,10 @@
 trending and recent, over the search index of one node home.
 
 Ranking: the FTS5/BM25 ranking and the vector ranking (each package scores as its best chunk)
-are fused by reciprocal-rank fusion (:func:`dre.protocol.search.reciprocal_rank_fusion`); equal
-scores go to the more trusted, then the reproducible package. ``sort`` other than relevance
+are fused by weighted reciprocal-rank fusion (:func:`dre.protocol.search.reciprocal_rank_fusion`
+with :data:`~dre.protocol.search.HYBRID_K` and ``HYBRID_VECTOR_WEIGHT``: the text ranking
+re-ranks the vector ranking's candidates); equal scores go to the more trusted, then the
+reproducible package. ``sort`` other than relevance
 orders the best :data:`CANDIDATES` relevant packages (or every package, for a query without
 words) by downloads, updated or created time.
 
@@ -43,6 +45,8 @@ from dre.protocol.docformat import check_name
 from dre.protocol.errors import DreError, NotFoundError, ValidationError
 from dre.protocol.search import (
     BUILTIN_CATEGORIES,
+    HYBRID_K,
+    HYBRID_VECTOR_WEIGHT,
     MAX_LIMIT,
     PERIODS,
     RECENT_TYPES,
@@ -520,8 +524,16 @@ class SearchEngine:
                         for r in rankings]
         rankings = [r[:depth] for r in rankings]
         tie = {pid: (f.trust, float(f.reproducible)) for pid, f in facts.items()}
-        fused = [(pid, score) for pid, score in reciprocal_rank_fusion(rankings, tie_break=tie)
-                 if pid in facts]
+        if len(rankings) == 2:
+            # Hybrid (see HYBRID_K): text re-ranks the vector ranking's candidates. While some
+            # packages may still wait for their vectors, text-only hits stay in, so a package
+            # just published is found before it is embedded.
+            fused_ids = reciprocal_rank_fusion(
+                rankings, k=HYBRID_K, weights=(1.0, HYBRID_VECTOR_WEIGHT), tie_break=tie,
+                only=None if self._maybe_unembedded else set(rankings[1]))
+        else:
+            fused_ids = reciprocal_rank_fusion(rankings, tie_break=tie)
+        fused = [(pid, score) for pid, score in fused_ids if pid in facts]
         if query.sort != "relevance":
             fused.sort(key=lambda item: -_sort_value(facts[item[0]], query.sort))
         page = fused[query.offset:query.offset + query.limit]

@@ -7,6 +7,8 @@ import re
 import pytest
 from dre.protocol.errors import ValidationError
 from dre.protocol.search import (
+    HYBRID_K,
+    HYBRID_VECTOR_WEIGHT,
     MAX_LIMIT,
     MAX_QUERY_CHARS,
     SearchQuery,
@@ -123,3 +125,29 @@ def test_chunks_respect_the_token_bound() -> None:
     chunks = pack_chunks(split_sentences(text), count, 10)
     assert all(count(c) <= 10 for c in chunks)
     assert " ".join(chunks).split() == text.split()
+
+
+@given(st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=8), min_size=2, max_size=2),
+       st.floats(0.1, 5.0), st.integers(1, 100))
+def test_weighted_and_gated_fusion(lists: list[list[str]], weight: float, k: int) -> None:
+    text, vectors = lists
+    gate = set(vectors)
+    fused = dict(reciprocal_rank_fusion([text, vectors], k=k, weights=(1.0, weight),
+                                        only=gate))
+    # Gated: nothing outside the vector ranking's candidates; each score is its weighted sum.
+    assert set(fused) == gate
+    for item, score in fused.items():
+        expected = weight / (k + vectors.index(item) + 1)
+        if item in text:
+            expected += 1.0 / (k + text.index(item) + 1)
+        assert score == pytest.approx(expected)
+
+
+def test_hybrid_fusion_favours_vector_agreement() -> None:
+    # The tuned constants: a vector-ranking first beats a text-ranking first, and agreement
+    # of both beats either alone.
+    fused = [item for item, _ in reciprocal_rank_fusion(
+        [["t", "both"], ["v", "both"]], k=HYBRID_K, weights=(1.0, HYBRID_VECTOR_WEIGHT))]
+    assert fused[:2] == ["both", "v"] and fused[-1] == "t"
+    with pytest.raises(ValueError, match="one weight per ranking"):
+        reciprocal_rank_fusion([["a"]], weights=(1.0, 2.0))
