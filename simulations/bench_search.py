@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="packages indexed with embedding in the loop (0: skip)")
     parser.add_argument("--out", type=Path, default=RESULTS / "search_bench.json")
     args = parser.parse_args(argv)
+    commit_at_start = engine_commit()  # the code imported now is what is measured
 
     load_start = os.getloadavg()
     base = load_base()
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                            "the evaluation's hand-written queries plus 3-6 word phrases cut "
                            "from real descriptions, shuffled with random.Random(2027)",
         },
-        "engine_commit": engine_commit(),
+        "engine_commit": commit_at_start,
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0)),
                     "load_average_at_start": load_start,
                     "load_average_at_end": os.getloadavg(),

@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also study alternative fusions (tune half / held-out half)")
     parser.add_argument("--out", type=Path, default=RESULTS / "search_eval.json")
     args = parser.parse_args(argv)
+    commit_at_start = engine_commit()  # the code imported now is what is measured
 
     packages, queries, digest = load_data(args.packages, args.queries)
     by_name = {p["name"]: p for p in packages}
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                            "distributions; hand-labelled queries)"},
         "engine": {"model": MODEL_ID, "candidates_per_ranking": CANDIDATES, "rrf_k": RRF_K,
                    "ranked_depth_for_mrr": MAX_LIMIT},
-        "engine_commit": engine_commit(),
+        "engine_commit": commit_at_start,
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "indexing": facts,
         "metrics": summary,
