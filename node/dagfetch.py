@@ -36,8 +36,10 @@ __all__ = ["DAG_PROTOCOL", "DagFetcher"]
 DAG_PROTOCOL: Final = "/dre/dag/1.0.0"
 #: A request is one binary CID.
 _MAX_REQUEST: Final = 128
-#: Bytes of blocks buffered before one store transaction.
-_BATCH_BYTES: Final = 8 << 20
+#: Bytes of blocks buffered before one store transaction. 4 MiB measured best (83-92 % of a raw
+#: stream over 6 runs of simulations/sim_network.py, against 74-85 % at 8 MiB and 64 % when the
+#: whole 64 MiB went in one transaction): smaller commits stay in the CPU caches.
+_BATCH_BYTES: Final = 4 << 20
 #: Largest read from the stream at once.
 _READ_SIZE: Final = 1 << 20
 #: A stream that brings nothing for this long is abandoned.
