@@ -38,7 +38,7 @@ DAG_PROTOCOL: Final = "/dre/dag/1.0.0"
 _MAX_REQUEST: Final = 128
 #: Bytes of blocks buffered before one store transaction. 4 MiB measured best (83-92 % of a raw
 #: stream over 6 runs of simulations/sim_network.py, against 74-85 % at 8 MiB and 64 % when the
-#: whole 64 MiB went in one transaction): smaller commits stay in the CPU caches.
+#: whole 64 MiB went in one transaction); why smaller is faster was not profiled.
 _BATCH_BYTES: Final = 4 << 20
 #: Largest read from the stream at once.
 _READ_SIZE: Final = 1 << 20
