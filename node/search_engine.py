@@ -159,6 +159,17 @@ class SearchEngine:
     # -- the model ---------------------------------------------------------------------------
 
     @property
+    def embedder(self) -> Embedder | None:
+        """The loaded model (its chunker and encoder), or None before :meth:`load_model`."""
+        return self._embedder
+
+    @property
+    def vectors(self) -> Any:
+        """The vector index (:class:`dre.storage.vector_index.VectorIndex`) once the model is
+        loaded, else None."""
+        return self._vectors
+
+    @property
     def semantic_ready(self) -> bool:
         """Whether vector search is available now."""
         return self._embedder is not None and self._vectors is not None

@@ -234,7 +234,7 @@ def latency_breakdown(engine: SearchEngine, texts: list[str]) -> dict[str, dict[
     """Where a hybrid query's time goes: the engine's steps timed one by one on ``texts``
     (the same calls ``SearchEngine.search`` makes, with its depths; the query is embedded
     without the engine's query-vector cache)."""
-    embedder, vectors = engine._embedder, engine._vectors
+    embedder, vectors = engine.embedder, engine.vectors
     assert embedder is not None and vectors is not None
     steps: dict[str, list[float]] = {k: [] for k in (
         "embed_query", "vector_search", "chunk_to_package", "text_ranking", "fetch_packages")}
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = SearchEngine(SearchIndex(run_dir / "search.sqlite"), vector_dir=run_dir / "vectors")
     if not engine.load_model():
         raise SystemExit(f"semantic search unavailable: {engine.notice}")
-    embedder = engine._embedder  # the engine's own chunker, so chunk hashes match
+    embedder = engine.embedder  # the engine's own chunker, so chunk hashes match
     rss_model = rss_mb()
 
     # Prepare (not timed as indexing): the package set and every chunk's vector.
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     breakdown = latency_breakdown(engine, pool[2 * args.queries:3 * args.queries])
     sizes = {"search_sqlite_mb": sum(disk_mb(f) for f in run_dir.glob("search.sqlite*")),
              "vectors_dir_mb": disk_mb(run_dir / "vectors")}
-    vector_items = len(engine._vectors) if engine._vectors is not None else 0
+    vector_items = len(engine.vectors) if engine.vectors is not None else 0
     engine.close()
 
     included: dict[str, Any] | None = None

@@ -136,7 +136,7 @@ def build_engine(packages: list[dict[str, Any]], run_dir: Path) -> tuple[SearchE
     facts["text_index_s"] = time.perf_counter() - started
 
     # Seed the run's vector cache from the persistent one: the engine embeds only what misses.
-    embedder = engine._embedder  # the loaded model's chunker, as the engine will chunk
+    embedder = engine.embedder  # the loaded model's chunker, as the engine will chunk
     assert embedder is not None
     started = time.perf_counter()
     hashes: list[bytes] = []
