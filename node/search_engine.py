@@ -146,6 +146,8 @@ class SearchEngine:
         self._maybe_unembedded = True
         # Set by a query that wanted vectors before the model was loaded.
         self._vectors_wanted = False
+        # RegistryIndex.attestation_changes() at the last trust refresh (None: never ran).
+        self._attestations_seen: int | None = None
 
     @classmethod
     def open(cls, repo: Repo, *, semantic: bool = True) -> SearchEngine:
@@ -365,7 +367,11 @@ class SearchEngine:
         registry = LocalRegistry(repo)
         own = own_peer_ids(repo.home)
         updates: list[tuple[str, float, bool, str]] = []
-        for name, manifest, old_key in self.index.trust_keys():
+        # Trust moves only with attestations: without a new one since the last pass, the walk
+        # over every package (1-2 s of CPU at 100k) is skipped.
+        changes = repo.index.attestation_changes()
+        trust_current = changes == self._attestations_seen
+        for name, manifest, old_key in [] if trust_current else self.index.trust_keys():
             cid = parse_cid(manifest)
             attestations = repo.index.attestations(cid)
             if trust_key(attestations) == old_key:
@@ -379,6 +385,7 @@ class SearchEngine:
             updates.append((name, trust, reproducible, key))
         if updates:
             self.index.set_trust(updates)
+        self._attestations_seen = changes
         late: list[PackageEntry] = []
         for _name, manifest, created in self.index.incomplete_docs(limit=200):
             cid = parse_cid(manifest)

@@ -32,7 +32,9 @@ from dre.protocol.errors import DreError
 
 __all__ = ["LogConflict", "RegistryIndex"]
 
-_SUBDBS = (b"versions", b"owners", b"scopes", b"attestations", b"log")
+_SUBDBS = (b"versions", b"owners", b"scopes", b"attestations", b"log", b"counters")
+# Key in `counters`: attestations recorded (added or replaced) since the index was created.
+_ATTESTATION_CHANGES = b"attestation-changes"
 _MAP_SIZE = 1 << 30
 _SEQ = struct.Struct(">Q")
 
@@ -151,8 +153,18 @@ class RegistryIndex:
     def add_attestation(self, manifest: CID, attester: str, attestation: CID) -> None:
         """Record (or replace with a newer one) ``attester``'s attestation of ``manifest``."""
         key = cid_to_bytes(manifest) + b"\x00" + attester.encode()
-        with self._env.begin(write=True, db=self._dbs[b"attestations"]) as txn:
-            txn.put(key, cid_to_bytes(attestation))
+        counters = self._dbs[b"counters"]
+        with self._env.begin(write=True) as txn:
+            txn.put(key, cid_to_bytes(attestation), db=self._dbs[b"attestations"])
+            count = int.from_bytes(txn.get(_ATTESTATION_CHANGES, b"", db=counters), "big")
+            txn.put(_ATTESTATION_CHANGES, (count + 1).to_bytes(8, "big"), db=counters)
+
+    def attestation_changes(self) -> int:
+        """How many times an attestation was recorded here (added or replaced): a reader that
+        derives something from attestations (trust in the search index) redoes it only when
+        this number moved. One LMDB read."""
+        with self._env.begin(db=self._dbs[b"counters"]) as txn:
+            return int.from_bytes(txn.get(_ATTESTATION_CHANGES, b""), "big")
 
     def attestations(self, manifest: CID) -> dict[str, CID]:
         """Attester peer ID -> attestation envelope CID, for ``manifest``."""

@@ -180,6 +180,12 @@ def test_reproducible_from_own_attestation_refreshes_trust(engine: SearchEngine,
     assert engine.refresh() == 1
     after = engine.index.package_by_name("left-pad")
     assert after is not None and after.reproducible and after.trust > before.trust
+    # Nothing new: nothing to redo. An independent attester's record raises trust again.
+    assert engine.refresh() == 0
+    LocalRegistry(repo).verify("left-pad", None, PublisherKey.generate(), now=NOW + 6)
+    assert engine.refresh() == 1
+    again = engine.index.package_by_name("left-pad")
+    assert again is not None and again.trust > after.trust
 
 
 def test_bulk_entries_without_a_registry(tmp_path: Path, embedder: Embedder) -> None:

@@ -62,6 +62,13 @@ def test_publish_then_verify_reproduces(registry: LocalRegistry) -> None:
     again = registry.verify("left-pad", "1.3.0", ALICE, now=NOW + 2)
     assert again.independent_attesters == [BOB.peer_id]
     assert again.trust > report.trust
+    # Every attestation recorded (a replacement too) moves the change counter; a read-only
+    # verify records nothing and moves nothing.
+    assert registry.index.attestation_changes() == 2
+    registry.verify("left-pad", None, BOB, now=NOW + 3)
+    assert registry.index.attestation_changes() == 3
+    assert registry.verify("left-pad", None, None, now=NOW + 4).attestation is None
+    assert registry.index.attestation_changes() == 3
 
 
 def test_republish_same_content_is_idempotent_other_content_refused(
