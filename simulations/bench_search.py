@@ -36,7 +36,6 @@ Usage: ``python simulations/bench_search.py [--packages 100000] [--queries 300]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -54,7 +53,8 @@ from dre.node.embedder import MODEL_ID, chunk_hash
 from dre.node.search_engine import CANDIDATES, SearchEngine
 from dre.protocol.docformat import MAX_DESCRIPTION_CHARS, MAX_KEYWORDS
 from dre.protocol.search import SearchQuery, query_terms
-from dre.storage.search_index import PackageEntry, SearchIndex
+from dre.storage.search_index import SearchIndex
+from search_common import engine_commit, entry_of
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "search_data"
@@ -127,15 +127,6 @@ def mixed_prose(a: str, b: str) -> str:
     return "\n\n".join(pa[: (len(pa) + 1) // 2] + pb[len(pb) // 2:])
 
 
-def entry_of(fields: dict[str, Any], seq: int) -> PackageEntry:
-    """The index entry of one package (a synthetic version, manifest CID and time)."""
-    name = fields["name"]
-    return PackageEntry(
-        name=name, version="1.0.0",
-        manifest="bafy" + hashlib.sha256(name.encode()).hexdigest()[:52],
-        description=fields["description"], category=fields["category"],
-        keywords=tuple(fields["keywords"]), prose=fields["prose"], time=1_700_000_000 + seq,
-    )
 
 
 def chunk_texts(embedder: Any, fields: dict[str, Any]) -> list[str]:
@@ -353,21 +344,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def engine_commit() -> str:
-    """The last commit of the engine's files, "+dirty" if the tree changes them (so a result
-    names the code it measured)."""
-    import subprocess  # noqa: PLC0415
-
-    files = ["node/search_engine.py", "node/embedder.py", "storage/search_index.py",
-             "storage/vector_index.py", "protocol/search.py"]
-    root = HERE.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args, "--", *files], cwd=root, capture_output=True,
-                              text=True, check=False).stdout.strip()
-
-    commit = git("log", "-1", "--format=%h")
-    return commit + ("+dirty" if git("status", "--porcelain") else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,8 @@ from dre.protocol.search import (
     SearchQuery,
     query_terms,
 )
-from dre.storage.search_index import PackageEntry, SearchIndex
+from dre.storage.search_index import SearchIndex
+from search_common import engine_commit, entry_of
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "search_data"
@@ -82,16 +83,6 @@ def load_data(max_others: int | None, max_queries: int | None
     return packages, queries, digest
 
 
-def entry_of(package: dict[str, Any], seq: int) -> PackageEntry:
-    """The index entry of one data-set package (a synthetic version, manifest and time)."""
-    name = package["name"]
-    return PackageEntry(
-        name=name, version="1.0.0",
-        manifest="bafy" + hashlib.sha256(name.encode()).hexdigest()[:52],
-        description=package["description"], category=package["category"],
-        keywords=tuple(package["keywords"]), prose=package["prose"],
-        time=1_700_000_000 + seq,
-    )
 
 
 def _stem(word: str) -> str:
@@ -356,21 +347,6 @@ def plot(summary: dict[str, dict[str, dict[str, float]]], path: Path, title: str
     plt.close(fig)
 
 
-def engine_commit() -> str:
-    """The last commit of the engine's files, "+dirty" if the tree changes them (so a result
-    names the code it measured)."""
-    import subprocess  # noqa: PLC0415
-
-    files = ["node/search_engine.py", "node/embedder.py", "storage/search_index.py",
-             "storage/vector_index.py", "protocol/search.py"]
-    root = HERE.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args, "--", *files], cwd=root, capture_output=True,
-                              text=True, check=False).stdout.strip()
-
-    commit = git("log", "-1", "--format=%h")
-    return commit + ("+dirty" if git("status", "--porcelain") else "")
 
 
 def main(argv: list[str] | None = None) -> int:
