@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import msgspec
@@ -763,24 +763,18 @@ def _metadata(values: dict[str, object], lines: dict[str, int], sink: Sink) -> M
         assert isinstance(value, str)
         return value
 
-    name = required("name")
-    if name is not None:
-        try:
-            check_name(name)
-        except ValidationError as exc:
-            sink.error(lines["name"], str(exc))
-    version = required("version")
-    if version is not None:
-        try:
-            parse_version(version)
-        except ValidationError as exc:
-            sink.error(lines["version"], str(exc))
-    license_ = required("license")
-    if license_ is not None:
-        try:
-            check_license(license_)
-        except ValidationError as exc:
-            sink.error(lines["license"], str(exc))
+    def required_and_checked(field: str, check: Callable[[str], object]) -> str | None:
+        value = required(field)
+        if value is not None:
+            try:
+                check(value)
+            except ValidationError as exc:
+                sink.error(lines[field], str(exc))
+        return value
+
+    name = required_and_checked("name", check_name)
+    version = required_and_checked("version", parse_version)
+    license_ = required_and_checked("license", check_license)
     template = values.get("template")
     if template is None and "template" not in lines:
         sink.warning(fm_line, "no template; using 'files' (write template: files to say so)")
