@@ -7,10 +7,12 @@ import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +96,33 @@ def dre(home: Path, tmp_path: Path) -> Runner:
         return run_dre(home, *args, cwd=tmp_path, check=check, input=input)
 
     return runner
+
+
+def start_node(home: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``dre node start --http 127.0.0.1:0 ARGS…`` for ``home``, returned once its api file
+    appears (stdout and stderr are pipes the test may read)."""
+    proc = subprocess.Popen(
+        [DRE, "node", "start", "--http", "127.0.0.1:0", *args],
+        env={**os.environ, "DRE_HOME": str(home)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not (home / "api").exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"node exited {proc.returncode}: {proc.stderr.read()!r}")
+        if time.monotonic() > deadline:
+            stop_node(proc)
+            raise AssertionError("the node did not start within 30 s")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_node(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; nothing if it already stopped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import DRE, Runner, run_dre
+from .conftest import Runner, run_dre, start_node, stop_node
 
 
 @pytest.fixture
 def node(home: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `dre node start` on a free HTTP port; yields once its api file appears."""
-    proc = subprocess.Popen(
-        [DRE, "node", "start", "--http", "127.0.0.1:0"],
-        env={**os.environ, "DRE_HOME": str(home)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = start_node(home)
     try:
-        deadline = time.monotonic() + 30
-        while not (home / "api").exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"node exited {proc.returncode}: {proc.stderr.read()!r}")
-            assert time.monotonic() < deadline, "the node did not start within 30 s"
-            time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_node(proc)
 
 
 def test_start_status_and_sigterm(node: subprocess.Popen[bytes], dre: Runner,

@@ -4,8 +4,6 @@ text-only without a node, semantic with one."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DRE, Runner
+from .conftest import Runner, start_node, stop_node
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples"
 NO_NODE = "dre: semantic search needs a running node (`dre node start`); text results only\n"
@@ -111,27 +109,11 @@ def test_similar_recommend_trending_recent_without_a_node(published: Runner,
 
 @pytest.fixture
 def node(home: Path, published: Runner) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [DRE, "node", "start", "--http", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0"],
-        env={**os.environ, "DRE_HOME": str(home)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = start_node(home, "--listen", "/ip4/127.0.0.1/tcp/0")
     try:
-        deadline = time.monotonic() + 30
-        while not (home / "api").exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"node exited {proc.returncode}: {proc.stderr.read()!r}")
-            assert time.monotonic() < deadline, "the node did not start within 30 s"
-            time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_node(proc)
 
 
 @pytest.mark.slow
